@@ -1,0 +1,1 @@
+"""Pure functions that build documents (CRDs, Flipt config, manifests) from models. No I/O."""

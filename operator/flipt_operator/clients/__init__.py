@@ -1,0 +1,1 @@
+"""The small modules that talk to the outside: Kubernetes, git, SQL, Redis."""

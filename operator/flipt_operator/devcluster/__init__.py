@@ -1,0 +1,1 @@
+"""A local Kubernetes API server (etcd + kube-apiserver) for development and tests."""

@@ -1,0 +1,216 @@
+"""FliptStorage: one storage backend of a Flipt server; its identifier is metadata.name."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .common import ApiModel, CommonStatus, Duration, LocalObjectReference, ObjectName, SecretKeyReference
+from .sync import ConflictInfo, FetchPolicy
+
+# https://, http://, ssh://, git://, or scp-like git@host:path. Credentials never belong in the URL.
+REMOTE_PATTERN = r"^((https?|ssh|git)://[^\s@/]+(@[^\s/]+)?(:[0-9]+)?/\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$"
+BackendKind = Literal["database", "git", "local", "memory"]
+
+
+class BackupSpec(ApiModel):
+    enabled: bool = Field(default=False, description="Back up the database before each migration.")
+    claim_name: ObjectName | None = Field(
+        default=None,
+        description=(
+            "PersistentVolumeClaim where backups are written. Required for server databases; "
+            "SQLite backups go next to the database file when unset."
+        ),
+    )
+    path: str = Field(default="backups", description="Directory on the backup volume.")
+
+
+class MigrationsSpec(ApiModel):
+    policy: Literal["Auto", "Manual"] = Field(
+        default="Auto",
+        description=(
+            "Auto runs `flipt migrate` as a Job before a new server version or database starts. "
+            "Manual reports MigrationsPending and waits for the annotation "
+            "flipt.io/approve-migration set to the pending image."
+        ),
+    )
+    backup: BackupSpec = Field(default_factory=BackupSpec, description="Backup taken before migrating.")
+
+
+class ImportSpec(ApiModel):
+    config_map_ref: SecretKeyReference = Field(
+        description="ConfigMap name and key holding Flipt export documents (several namespaces as --- documents)."
+    )
+    drop: bool = Field(default=False, description="Pass --drop to `flipt import`: delete all data first.")
+
+
+class DatabaseSpec(ApiModel):
+    url: str | None = Field(
+        default=None,
+        pattern=r"^(file:|sqlite:|postgres(ql)?://|cockroach(db)?://|mysql://)\S+$",
+        description=(
+            "Flipt database URL without a password: file:/var/opt/flipt/flipt.db, postgres://…, "
+            "mysql://…, cockroach://…. Use urlSecretRef when it holds a password."
+        ),
+    )
+    url_secret_ref: SecretKeyReference | None = Field(
+        default=None, description="Secret key holding the database URL; reaches Flipt as FLIPT_DB_URL."
+    )
+    max_open_conn: int | None = Field(default=None, ge=0, description="db.max_open_conn (0: unlimited).")
+    max_idle_conn: int | None = Field(default=None, ge=0, description="db.max_idle_conn (Flipt default 2).")
+    conn_max_lifetime: Duration | None = Field(default=None, description="db.conn_max_lifetime, e.g. 1h.")
+    prepared_statements_enabled: bool | None = Field(
+        default=None, description="db.prepared_statements_enabled; false for PgBouncer transaction pooling."
+    )
+    claim_name: ObjectName | None = Field(
+        default=None,
+        description="PersistentVolumeClaim mounted at /var/opt/flipt; required for SQLite (file:) URLs.",
+    )
+    migrations: MigrationsSpec = Field(default_factory=MigrationsSpec, description="Schema migrations.")
+    import_: ImportSpec | None = Field(
+        default=None, alias="import", description="Flag documents imported with `flipt import`."
+    )
+
+    model_config = {"json_schema_extra": {"oneOf": [{"required": ["url"]}, {"required": ["urlSecretRef"]}]}}
+
+
+class GitSpec(ApiModel):
+    remote: str = Field(
+        pattern=REMOTE_PATTERN,
+        description="Git remote: https://, http://, ssh://, git:// or git@host:path. No credentials in it.",
+    )
+    branch: str = Field(default="main", min_length=1, description="Branch to serve and push to.")
+    poll_interval: Duration = Field(default="30s", description="How often the remote is fetched, e.g. 30s.")
+    fetch_policy: FetchPolicy = Field(
+        default="strict",
+        description=(
+            "strict: a failed fetch makes the storage not Ready. lenient: keep serving the last good "
+            "state through connection problems, reported as degraded but Ready."
+        ),
+    )
+    credential_ref: LocalObjectReference | None = Field(
+        default=None, description="A FliptCredential in the same namespace."
+    )
+    ca_cert_secret_ref: SecretKeyReference | None = Field(
+        default=None, description="Secret key with a PEM CA bundle for the remote's TLS certificate."
+    )
+    insecure_skip_tls: bool = Field(default=False, alias="insecureSkipTLS", description="Skip TLS verification of the remote.")
+
+
+class LocalSpec(ApiModel):
+    path: str = Field(
+        default="/var/opt/flipt/local",
+        pattern=r"^/\S*$",
+        description="Absolute path of the flag files inside the server pod; Flipt re-reads it every 10s.",
+    )
+    claim_name: ObjectName = Field(description="PersistentVolumeClaim holding the flag files.")
+
+
+class MemorySpec(ApiModel):
+    """Flags kept in memory: they do not survive a restart."""
+
+
+class MemoryCacheSpec(ApiModel):
+    eviction_interval: Duration | None = Field(
+        default=None, description="cache.memory.eviction_interval: how often expired items are removed."
+    )
+
+
+class RedisCacheSpec(ApiModel):
+    host: str = Field(min_length=1, description="Redis host name.")
+    port: int = Field(default=6379, ge=1, le=65535, description="Redis port.")
+    db: int = Field(default=0, ge=0, le=15, description="Redis database index.")
+    password_secret_ref: SecretKeyReference | None = Field(default=None, description="Secret key with the password.")
+    require_tls: bool = Field(default=False, alias="requireTLS", description="Connect with TLS.")
+    prefix: str | None = Field(default=None, description="Key prefix (Flipt's default: flipt).")
+
+
+class CacheSpec(ApiModel):
+    backend: Literal["memory", "redis"] = Field(default="memory", description="memory or redis.")
+    ttl: Duration | None = Field(default=None, description="cache.ttl: items older than this expire (Flipt: 1m).")
+    memory: MemoryCacheSpec | None = Field(default=None, description="Memory cache settings.")
+    redis: RedisCacheSpec | None = Field(default=None, description="Redis settings; required when backend is redis.")
+
+
+class FliptStorageSpec(ApiModel):
+    database: DatabaseSpec | None = Field(default=None, description="A relational database: a Flipt v1 server.")
+    git: GitSpec | None = Field(default=None, description="A git remote kept in sync by the git-sync sidecar.")
+    local: LocalSpec | None = Field(default=None, description="Flag files on a volume (Flipt's local backend).")
+    memory: MemorySpec | None = Field(default=None, description="Flags in memory only; lost on restart.")
+    cache: CacheSpec | None = Field(default=None, description="Flipt's cache; database storage only.")
+
+    model_config = {
+        "json_schema_extra": {
+            "oneOf": [
+                {"required": ["database"]},
+                {"required": ["git"]},
+                {"required": ["local"]},
+                {"required": ["memory"]},
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> FliptStorageSpec:
+        chosen = [k for k in ("database", "git", "local", "memory") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"exactly one of database, git, local, memory must be set (got {chosen or 'none'})")
+        return self
+
+    @property
+    def backend(self) -> BackendKind:
+        for kind in ("database", "git", "local", "memory"):
+            if getattr(self, kind) is not None:
+                return kind  # type: ignore[return-value]
+        raise AssertionError("validated: one backend is set")
+
+
+class MigrationRecord(ApiModel):
+    job: str = Field(description="Name of the migration Job.")
+    image: str = Field(description="Flipt image the Job ran.")
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    result: Literal["Running", "Succeeded", "Failed"] = "Running"
+    backup_path: str | None = Field(default=None, description="Where the backup taken before it was written.")
+    message: str | None = None
+
+
+class DatabaseStatus(ApiModel):
+    dialect: str | None = Field(default=None, description="sqlite, postgres, mysql or cockroachdb.")
+    schema_version: int | None = Field(default=None, description="Version in golang-migrate's schema_migrations.")
+    expected_version: int | None = Field(default=None, description="Version the server image expects.")
+    dirty: bool | None = Field(default=None, description="Whether a migration failed half-way.")
+    last_migration: MigrationRecord | None = None
+
+
+class ReplicaSync(ApiModel):
+    pod: str
+    revision: str | None = None
+    last_fetch_time: datetime | None = None
+    last_error: str | None = None
+    conflict: ConflictInfo | None = None
+
+
+class SyncStatus(ApiModel):
+    revision: str | None = Field(default=None, description="Commit served (by every replica, when they agree).")
+    remote_revision: str | None = Field(default=None, description="Remote branch head at the last fetch.")
+    last_fetch_time: datetime | None = Field(default=None, description="Last successful fetch.")
+    fetch_policy: FetchPolicy | None = None
+    last_error: str | None = None
+    degraded: bool = False
+    conflict: ConflictInfo | None = None
+    replicas: list[ReplicaSync] = Field(default_factory=list, description="Per replica, when replicas disagree.")
+
+
+class FliptStorageStatus(CommonStatus):
+    backend: BackendKind | None = Field(default=None, description="database, git, local or memory.")
+    server: str | None = Field(default=None, description="The Flipt server (Deployment) that uses this storage.")
+    database: DatabaseStatus | None = None
+    sync: SyncStatus | None = None
+
+
+class FliptStorage(ApiModel):
+    spec: FliptStorageSpec
+    status: FliptStorageStatus | None = None

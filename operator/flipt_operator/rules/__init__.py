@@ -1,0 +1,1 @@
+"""Pure decisions: validation of referenced data and Flipt's rules. No I/O."""
