@@ -1,0 +1,4 @@
+"""Shared fixtures. Each area keeps its fixtures in tests/support/ and lists the module here."""
+
+pytest_plugins: list[str] = [
+]
