@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs and starts what the operator and its tests need on a fresh machine of this
+# kind (Debian bookworm, Python 3.11, root). Skips whatever is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: etcd for the local API server; Go and friends to build kube-apiserver
+# from Debian's source package; git (http-backend, daemon) and sshd for the git test servers.
+APT_PACKAGES=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev git openssh-server openssh-client dpkg-dev)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python: a virtualenv in the checkout with the package and its test extras (pinned in pyproject.toml).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
+
+# Services the tests talk to.
+bash scripts/services.sh
+
+# kube-apiserver, built once per machine from Debian's source and cached outside the checkout.
+.venv/bin/flipt-operator dev-cluster build
