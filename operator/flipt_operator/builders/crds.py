@@ -1,0 +1,123 @@
+"""CustomResourceDefinitions generated from the pydantic models.
+
+Pydantic emits JSON Schema with $refs, nullable anyOfs and titles; Kubernetes wants a
+structural OpenAPI v3 schema with everything inlined. This module converts one to the other.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .. import GROUP, VERSION
+from ..models.common import ApiModel
+from ..models.kinds import ALL_KINDS, KindInfo
+
+CATEGORY = "flipt"
+_DROP_KEYS = {"title", "$defs"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node.pop("$ref").split("/")[-1]])
+        # A field's own description wins over the referenced model's docstring.
+        node = {**target, **{k: v for k, v in node.items() if k in ("description", "default")}}
+    if "allOf" in node and len(node["allOf"]) == 1:
+        inner = node.pop("allOf")[0]
+        node = {**inner, **node}
+    if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
+        options = [o for o in node["anyOf"] if o != {"type": "null"}]
+        if len(options) == 1:
+            del node["anyOf"]
+            return _resolve({**options[0], **node}, defs)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if node.get("default", 0) is None:
+        del node["default"]
+    for key in _DROP_KEYS:
+        node.pop(key, None)
+    if "properties" in node:
+        node.setdefault("type", "object")
+    return {k: _resolve(v, defs) if isinstance(v, (dict, list)) else v for k, v in node.items()}
+
+
+def _condition_list_markers(schema: dict[str, Any]) -> None:
+    """Conditions are a map keyed by type (metav1.Condition convention)."""
+    conditions = schema.get("properties", {}).get("conditions")
+    if conditions:
+        conditions["x-kubernetes-list-type"] = "map"
+        conditions["x-kubernetes-list-map-keys"] = ["type"]
+
+
+def structural_schema(model: type[ApiModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    schema = _resolve(raw, raw.get("$defs", {}))
+    schema.setdefault("type", "object")
+    return schema
+
+
+def crd_for(kind: KindInfo) -> dict[str, Any]:
+    status = structural_schema(kind.status)
+    _condition_list_markers(status)
+    status["description"] = "Observed state, written by the operator."
+    spec = structural_schema(kind.spec)
+    spec["description"] = kind.description
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{kind.plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {
+                            "name": c.name,
+                            "type": c.type,
+                            "jsonPath": c.json_path,
+                            **({"description": c.description} if c.description else {}),
+                            **({"priority": c.priority} if c.priority else {}),
+                        }
+                        for c in kind.columns
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": kind.description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> dict[str, dict[str, Any]]:
+    """File name -> CRD document."""
+    return {f"{GROUP}_{kind.plural}.yaml": crd_for(kind) for kind in ALL_KINDS}

@@ -1,0 +1,150 @@
+"""metav1.Condition bookkeeping and kstatus summaries, as pure functions.
+
+Rules kept here so every kind behaves the same:
+- lastTransitionTime changes only when a condition's status changes;
+- every condition carries the generation it was computed from;
+- Ready is always present; Reconciling and Stalled exist only while True (kstatus);
+- an Event is due for each condition whose status or reason changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+KSTATUS_TYPES = (READY, RECONCILING, STALLED)
+
+Phase = Literal["ready", "progressing", "retrying", "stalled"]
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """What a reconcile concluded about one condition type."""
+
+    type: str
+    status: bool | None  # None: Unknown
+    reason: str
+    message: str = ""
+
+    @property
+    def status_text(self) -> str:
+        return "Unknown" if self.status is None else ("True" if self.status else "False")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The kstatus outcome of a reconcile."""
+
+    phase: Phase
+    reason: str
+    message: str
+
+    def conditions(self) -> list[ConditionSpec]:
+        if self.phase == "ready":
+            return [ConditionSpec(READY, True, self.reason, self.message)]
+        if self.phase == "stalled":
+            return [
+                ConditionSpec(READY, False, self.reason, self.message),
+                ConditionSpec(STALLED, True, self.reason, self.message),
+            ]
+        # progressing: work under way; retrying: a transient failure that will be retried.
+        reconciling_reason = "ProgressingWithRetry" if self.phase == "retrying" else "Progressing"
+        return [
+            ConditionSpec(READY, False, self.reason, self.message),
+            ConditionSpec(RECONCILING, True, reconciling_reason, self.message),
+        ]
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    existing: list[dict[str, Any]] | None,
+    wanted: list[ConditionSpec],
+    *,
+    generation: int | None,
+    now: datetime,
+    managed: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """The new conditions list.
+
+    `wanted` sets conditions; a type listed in `managed` (and the kstatus types) but not in
+    `wanted` is removed. Conditions of other types are left as they were.
+    """
+    by_type = {c["type"]: c for c in (existing or [])}
+    wanted_types = {w.type for w in wanted}
+    removable = set(managed) | {RECONCILING, STALLED}
+    result: dict[str, dict[str, Any]] = {
+        t: c for t, c in by_type.items() if t in wanted_types or t not in removable
+    }
+    for w in wanted:
+        old = by_type.get(w.type)
+        changed = old is None or old.get("status") != w.status_text
+        cond = {
+            "type": w.type,
+            "status": w.status_text,
+            "reason": w.reason,
+            "message": w.message,
+            "lastTransitionTime": _timestamp(now) if changed else old["lastTransitionTime"],
+        }
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        result[w.type] = cond
+    # Stable order: Ready first, then the rest by type, so unchanged input gives unchanged output.
+    return sorted(result.values(), key=lambda c: (c["type"] != READY, c["type"]))
+
+
+@dataclass(frozen=True)
+class Transition:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+    @property
+    def warning(self) -> bool:
+        bad_when_true = self.type in (STALLED, "Conflict")
+        return (self.status == "True") == bad_when_true if self.status != "Unknown" else False
+
+
+def transitions(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[Transition]:
+    """Conditions whose status or reason changed: one Event each (Reconciling is noise)."""
+    before = {c["type"]: c for c in (old or [])}
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for c in new:
+        if c["type"] == RECONCILING:
+            continue
+        prev = before.get(c["type"])
+        if prev and prev.get("status") == c["status"] and prev.get("reason") == c["reason"]:
+            continue
+        key = (c["reason"], c["message"])
+        if key in seen:  # Stalled repeats Ready's reason and message
+            continue
+        seen.add(key)
+        out.append(Transition(c["type"], c["status"], c["reason"], c["message"]))
+    return out
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """An RFC 7386 merge patch turning dict `old` into dict `new` (None when they are equal)."""
+    patch: dict[str, Any] = {key: None for key in old.keys() - new.keys()}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(old[key], dict) and isinstance(value, dict):
+            sub = merge_patch(old[key], value)
+            if sub is not None:
+                patch[key] = sub
+        elif old[key] != value:
+            patch[key] = value
+    return patch or None

@@ -1,0 +1,91 @@
+"""The three kinds: names, printer columns, and their spec/status models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import ApiModel
+from .credential import FliptCredentialSpec, FliptCredentialStatus
+from .environment import FliptEnvironmentSpec, FliptEnvironmentStatus
+from .storage import FliptStorageSpec, FliptStorageStatus
+
+READY = '.status.conditions[?(@.type=="Ready")]'
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    description: str
+    spec: type[ApiModel]
+    status: type[ApiModel]
+    columns: tuple[Column, ...]
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+def _summary_columns(*middle: Column) -> tuple[Column, ...]:
+    return (
+        *middle,
+        Column("Ready", f"{READY}.status", description="Whether the object is ready."),
+        Column("Status", f"{READY}.message", description="What the operator last saw."),
+        Column("Age", ".metadata.creationTimestamp", type="date"),
+    )
+
+
+CREDENTIAL = KindInfo(
+    kind="FliptCredential",
+    plural="fliptcredentials",
+    short_names=("fcred",),
+    description="How to authenticate to a git remote; the values stay in a Secret.",
+    spec=FliptCredentialSpec,
+    status=FliptCredentialStatus,
+    columns=_summary_columns(
+        Column("Type", ".spec.type", description="basic, accessToken or ssh."),
+        Column("Secret", ".spec.secretRef.name", description="The Secret holding the values."),
+    ),
+)
+
+STORAGE = KindInfo(
+    kind="FliptStorage",
+    plural="fliptstorages",
+    short_names=("fstore",),
+    description="One storage backend of a Flipt server: a database, a git remote, a volume or memory.",
+    spec=FliptStorageSpec,
+    status=FliptStorageStatus,
+    columns=_summary_columns(
+        Column("Backend", ".status.backend", description="database, git, local or memory."),
+        Column("Revision", ".status.sync.revision", description="Git commit served."),
+        Column("Schema", ".status.database.schemaVersion", type="integer", description="Schema version."),
+        Column("Server", ".status.server", priority=1, description="Flipt server using it."),
+    ),
+)
+
+ENVIRONMENT = KindInfo(
+    kind="FliptEnvironment",
+    plural="fliptenvironments",
+    short_names=("fenv",),
+    description="One Flipt environment and the server that serves it.",
+    spec=FliptEnvironmentSpec,
+    status=FliptEnvironmentStatus,
+    columns=_summary_columns(
+        Column("Server", ".spec.server", description="Flipt server serving it."),
+        Column("Storage", ".spec.storage", description="FliptStorage it reads."),
+        Column("Default", ".spec.default", type="boolean", description="The server's default environment."),
+        Column("Revision", ".status.revision", description="Git commit served."),
+    ),
+)
+
+ALL_KINDS: tuple[KindInfo, ...] = (CREDENTIAL, STORAGE, ENVIRONMENT)
