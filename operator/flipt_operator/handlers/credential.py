@@ -1,0 +1,78 @@
+"""FliptCredential: validate the referenced Secret; re-validate when the Secret changes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from .. import GROUP, VERSION
+from ..builders.status import ConditionSpec, Summary
+from ..clients.kube import Kube, is_transient
+from ..models.credential import FliptCredential
+from ..models.kinds import CREDENTIAL
+from ..rules.credentials import check_credential
+from .metrics import RECONCILE_SECONDS, RECONCILES
+from .reporting import object_lock, write_status
+
+log = logging.getLogger(__name__)
+CREDENTIALS_VALID = "CredentialsValid"
+
+
+def reconcile_credential(kube: Kube, namespace: str, name: str) -> None:
+    with object_lock(CREDENTIAL, namespace, name), RECONCILE_SECONDS.labels(CREDENTIAL.kind).time():
+        body = kube.get(CREDENTIAL, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            credential = FliptCredential.model_validate(body)
+        except ValidationError as exc:
+            # The schema should have refused it; say which field anyway.
+            message = f"spec is invalid: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            write_status(kube, CREDENTIAL, body, summary=Summary("stalled", "InvalidSpec", message))
+            RECONCILES.labels(CREDENTIAL.kind, "stalled").inc()
+            return
+        secret = kube.get_secret(namespace, credential.spec.secret_ref.name)
+        check = check_credential(credential.spec, secret[0] if secret else None)
+        summary = Summary("ready", "CredentialsValid", check.message) if check.valid else Summary(
+            "stalled", check.reason, check.message
+        )
+        write_status(
+            kube,
+            CREDENTIAL,
+            body,
+            summary=summary,
+            domain=[ConditionSpec(CREDENTIALS_VALID, check.valid, check.reason, check.message)],
+            fields={"secretResourceVersion": secret[1] if secret else None},
+        )
+        RECONCILES.labels(CREDENTIAL.kind, "ready" if check.valid else "stalled").inc()
+
+
+@kopf.index(GROUP, VERSION, CREDENTIAL.plural)
+def credentials_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, Secret name) -> the credentials that read it."""
+    secret = (spec.get("secretRef") or {}).get("name")
+    return {(namespace, secret): name} if secret else {}
+
+
+@kopf.on.resume(GROUP, VERSION, CREDENTIAL.plural)
+@kopf.on.create(GROUP, VERSION, CREDENTIAL.plural)
+@kopf.on.update(GROUP, VERSION, CREDENTIAL.plural)
+def credential_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        reconcile_credential(memo.kube, namespace, name)
+    except Exception as exc:
+        if is_transient(exc):
+            raise kopf.TemporaryError(f"API server unavailable: {type(exc).__name__}", delay=5) from None
+        raise
+
+
+def on_secret_event(kube: Kube, namespace: str, name: str, index: kopf.Index) -> None:
+    """A Secret changed: re-check every credential that reads it, right away."""
+    for credential_name in index.get((namespace, name), []):
+        try:
+            reconcile_credential(kube, namespace, credential_name)
+        except Exception as exc:  # noqa: BLE001 - one credential must not stop the others
+            log.warning("re-validating credential %s/%s failed: %s", namespace, credential_name, type(exc).__name__)

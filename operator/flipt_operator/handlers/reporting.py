@@ -1,0 +1,69 @@
+"""Writing status the same way on every kind: validate through the model, patch only what
+changed (an unchanged reconcile writes nothing), and post one Event per state change."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..builders.status import ConditionSpec, Summary, merge_conditions, merge_patch, now_utc, transitions
+from ..clients.kube import Kube
+from ..models.kinds import KindInfo
+from .metrics import API_WRITES, EVENTS
+
+log = logging.getLogger(__name__)
+
+_locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+@contextmanager
+def object_lock(kind: KindInfo, namespace: str, name: str) -> Iterator[None]:
+    """One reconcile per object at a time: kopf's handler and a cross-kind trigger may race."""
+    with _locks_guard:
+        lock = _locks[(kind.kind, namespace, name)]
+    with lock:
+        yield
+
+
+def write_status(
+    kube: Kube,
+    kind: KindInfo,
+    body: dict[str, Any],
+    *,
+    summary: Summary,
+    domain: list[ConditionSpec] = (),  # type: ignore[assignment]
+    managed: tuple[str, ...] = (),
+    fields: dict[str, Any] | None = None,
+) -> bool:
+    """Make body's status say this; True when anything was written."""
+    old = body.get("status") or {}
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    conditions = merge_conditions(
+        old.get("conditions"),
+        [*domain, *summary.conditions()],
+        generation=generation,
+        now=now_utc(),
+        managed=managed,
+    )
+    wanted = {"observedGeneration": generation, "conditions": conditions, **(fields or {})}
+    # The model is the schema: anything it would not keep, the API server would prune.
+    new = kind.status.model_validate(wanted).to_api()
+    patch = merge_patch(old, new)
+    if patch is None:
+        return False
+    kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+    API_WRITES.labels(kind.kind, "patch-status").inc()
+    involved = {**body, "apiVersion": body.get("apiVersion"), "kind": kind.kind}
+    for change in transitions(old.get("conditions"), new["conditions"]):
+        try:
+            kube.post_event(involved, warning=change.warning, reason=change.reason, message=change.message)
+            API_WRITES.labels(kind.kind, "create-event").inc()
+            EVENTS.labels(kind.kind, "Warning" if change.warning else "Normal", change.reason).inc()
+        except Exception as exc:  # noqa: BLE001 - an event is best effort; status already holds it
+            log.warning("could not post event %s for %s/%s: %s", change.reason, meta["namespace"], meta["name"], exc)
+    return True

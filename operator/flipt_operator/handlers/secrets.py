@@ -1,0 +1,18 @@
+"""Secrets are not ours, but what reads them is: a change re-checks the dependents at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from . import credential
+
+
+@kopf.on.event("", "v1", "secrets")
+def secret_event(
+    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, credentials_by_secret: kopf.Index, **_: Any
+) -> None:
+    if event.get("type") is None:
+        return  # the initial listing: resume handlers already cover existing objects
+    credential.on_secret_event(memo.kube, namespace, name, credentials_by_secret)
