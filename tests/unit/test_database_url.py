@@ -101,3 +101,10 @@ def test_url_password() -> None:
     assert url_password(f"postgres://u:{ENCODED}@db/x") == SECRET
     assert url_password("postgres://u@db/x") is None
     assert url_password("file:/x.db") is None
+
+
+def test_scrub_masks_key_value_forms_but_keeps_driver_wording() -> None:
+    assert scrub("host=db password=hunter2 user=x") == "host=db password=*** user=x"
+    assert scrub("{'user': 'x', 'password': 'hunter2'}") == "{'user': 'x', 'password': '***'}"
+    text = "(1045, \"Access denied for user 'root'@'127.0.0.1' (using password: YES)\")"
+    assert scrub(text) == text

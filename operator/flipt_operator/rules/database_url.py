@@ -283,7 +283,9 @@ def url_password(url: str) -> str | None:
 
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s:/@]*):(\S*)@")
-_KEYVALUE = re.compile(r"(?i)\b(password|passwd|pwd)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)")
+# password=… (DSN form) and 'password': '…' (a dict repr); not "using password: YES" (MySQL).
+_KEYVALUE = re.compile(r"(?i)\b(password|passwd|pwd)(\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s,;)]+)")
+_QUOTED = re.compile(r"(?i)(['\"](?:password|passwd|pwd)['\"]\s*:\s*)('[^']*'|\"[^\"]*\")")
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -303,4 +305,5 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
             out = out.replace(form, "***")
     out = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", out)
     out = _KEYVALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", out)
+    out = _QUOTED.sub(lambda m: f"{m.group(1)}'***'", out)
     return out
