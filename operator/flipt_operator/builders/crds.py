@@ -37,7 +37,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             return _resolve({**options[0], **node}, defs)
     if "const" in node:
         node["enum"] = [node.pop("const")]
-    if node.get("default", 0) is None:
+    if node.get("default", 0) in (None, "", [], {}):
+        # kube-apiserver 1.20 reads an empty default as null and refuses the CRD.
         del node["default"]
     for key in _DROP_KEYS:
         node.pop(key, None)
@@ -54,15 +55,24 @@ def _condition_list_markers(schema: dict[str, Any]) -> None:
         conditions["x-kubernetes-list-map-keys"] = ["type"]
 
 
-def structural_schema(model: type[ApiModel]) -> dict[str, Any]:
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
+def structural_schema(model: type[ApiModel], *, defaults: bool = True) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = _resolve(raw, raw.get("$defs", {}))
     schema.setdefault("type", "object")
-    return schema
+    return schema if defaults else _without_defaults(schema)
 
 
 def crd_for(kind: KindInfo) -> dict[str, Any]:
-    status = structural_schema(kind.status)
+    # Defaults in status would be applied to objects the operator has not seen yet.
+    status = structural_schema(kind.status, defaults=False)
     _condition_list_markers(status)
     status["description"] = "Observed state, written by the operator."
     spec = structural_schema(kind.spec)

@@ -1,0 +1,96 @@
+"""Run the real operator (`flipt-operator run`) as a subprocess against the test cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.waiting import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric_value(exposition: str, name: str, label_filter: str = "") -> float:
+    """Sum of a metric's samples (optionally those whose labels contain `label_filter`)."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name) and not line.startswith("#") and label_filter in line:
+            sample = line.split("{")[0] if "{" in line else line.split()[0]
+            if sample in (name, name.removesuffix("_total") + "_total"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen
+    log_path: Path
+    metrics_port: int
+    liveness_port: int
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_operator(kubeconfig: Path, log_path: Path, *, extra_args: tuple[str, ...] = (),
+                   env: dict[str, str] | None = None) -> OperatorProcess:
+    metrics_port, liveness_port = free_port(), free_port()
+    args = [
+        sys.executable, "-m", "flipt_operator", "run",
+        "--metrics-port", str(metrics_port),
+        "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
+        "--verbose", *extra_args,
+    ]
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})},
+    )
+    op = OperatorProcess(process, log_path, metrics_port, liveness_port)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"operator exited with {process.returncode}:\n{op.logs()[-3000:]}")
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=2) as r:
+            return r.status == 200
+
+    wait_for(healthy, timeout=60, message="operator liveness endpoint")
+    return op
+
+
+@pytest.fixture(scope="session")
+def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
+    """One operator for the session, watching all namespaces."""
+    op = start_operator(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    yield op
+    op.stop()
+    assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
