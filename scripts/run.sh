@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the operator with the example resources applied.
+# Against $KUBECONFIG when it is set; otherwise against a local kube-apiserver + etcd that
+# this script starts (stop it with `.venv/bin/flipt-operator dev-cluster stop`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+BIN="$(.venv/bin/flipt-operator dev-cluster tools)"
+KUBECTL="$BIN/kubectl"
+
+if [ -z "${KUBECONFIG:-}" ]; then
+  eval "$(.venv/bin/flipt-operator dev-cluster start)"
+fi
+echo "run: using KUBECONFIG=$KUBECONFIG"
+
+"$KUBECTL" apply -f crds/
+"$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+
+LOG="$(mktemp -t flipt-operator-XXXX.log)"
+.venv/bin/flipt-operator run --liveness http://127.0.0.1:8089/healthz >"$LOG" 2>&1 &
+OPERATOR_PID=$!
+trap 'kill $OPERATOR_PID 2>/dev/null || true' EXIT
+echo "run: operator pid $OPERATOR_PID, JSON logs in $LOG"
+
+"$KUBECTL" create namespace flipt-examples --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" apply -n flipt-examples -f examples/
+"$KUBECTL" wait -n flipt-examples --for=condition=Ready fliptcredential --all --timeout=60s
+sleep 2
+"$KUBECTL" get flipt -n flipt-examples -o wide
+echo "run: the operator keeps running; Ctrl-C stops it."
+wait $OPERATOR_PID
