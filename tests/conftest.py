@@ -1,4 +1,5 @@
 """Shared fixtures. Each area keeps its fixtures in tests/support/ and lists the module here."""
 
 pytest_plugins: list[str] = [
+    "tests.support.kube_fixtures",
 ]

@@ -1,0 +1,83 @@
+"""`flipt-operator dev-cluster {build,tools,start,stop,status}`: a local kube-apiserver for development."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .build import BuildError, build_apiserver
+from .cluster import ClusterError, ClusterState, LocalCluster
+from .paths import default_state_dir
+from .tools import ToolsError, install_tools
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dev_command", required=True)
+    b = sub.add_parser("build", help="build kube-apiserver 1.20 from Debian's source (once; cached)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the cached binary works")
+    t = sub.add_parser("tools", help="extract the pinned kubectl and helm into the cache; print the dir")
+    t.add_argument("--force", action="store_true", help="extract again")
+    for name, text in (
+        ("start", "start etcd + kube-apiserver in the background (reuses a running one)"),
+        ("stop", "stop the background cluster by its process ids"),
+        ("status", "say whether the background cluster answers /readyz"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--state-dir", type=Path, default=None,
+                       help="where kubeconfig, logs and pids live (default: <cache>/dev-cluster)")
+        if name == "start":
+            p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for /readyz")
+
+
+def _err(msg: str) -> int:
+    print(f"dev-cluster: {msg}", file=sys.stderr)
+    return 1
+
+
+def _start(state_dir: Path, timeout: float) -> int:
+    state = ClusterState.load(state_dir)
+    if state is not None:
+        if state.running():
+            print(f"# reusing the cluster at {state.server}", file=sys.stderr)
+            print(f"export KUBECONFIG={shlex.quote(state.kubeconfig)}")
+            return 0
+        print("# cleaning up a stale cluster", file=sys.stderr)
+        state.stop()
+    build_apiserver()
+    cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout).start()
+    print(f"# kube-apiserver {cluster.server} (pids {cluster.pids}); logs in {state_dir}", file=sys.stderr)
+    print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.dev_command == "build":
+            print(build_apiserver(force=args.force))
+            return 0
+        if args.dev_command == "tools":
+            print(install_tools(force=args.force))
+            return 0
+        state_dir = (args.state_dir or default_state_dir()).expanduser().resolve()
+        if args.dev_command == "start":
+            return _start(state_dir, args.timeout)
+        state = ClusterState.load(state_dir)
+        if args.dev_command == "stop":
+            if state is None:
+                print(f"no cluster state in {state_dir}", file=sys.stderr)
+                return 0
+            state.stop()
+            print(f"stopped (pids {state.apiserver_pid}, {state.etcd_pid})", file=sys.stderr)
+            return 0
+        if args.dev_command == "status":
+            if state is not None and state.running():
+                print(f"running: {state.server} (pids {state.apiserver_pid}, {state.etcd_pid})")
+                print(f"export KUBECONFIG={shlex.quote(state.kubeconfig)}")
+                return 0
+            print("not running" + (" (stale state; `dev-cluster stop` cleans up)" if state else ""))
+            return 3
+    except (BuildError, ClusterError, ToolsError) as exc:
+        return _err(str(exc))
+    return _err(f"unknown command {args.dev_command}")

@@ -1,0 +1,114 @@
+"""pytest fixtures for tests against a real kube-apiserver (see docs/local-cluster.md).
+
+- `kube_cluster` (session): a `LocalCluster` started once per session, CRDs from `crds/`
+  applied; or the cluster of `$KUBECONFIG` when `FLIPT_TEST_USE_EXISTING_CLUSTER=1`.
+- `namespace` (function): a fresh uniquely named namespace per test (never deleted: without
+  controllers, namespaces never finish deleting).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from flipt_operator.devcluster.build import build_apiserver
+from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
+from flipt_operator.devcluster.tools import ensure_kubectl
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRDS_DIR = REPO_ROOT / "crds"
+USE_EXISTING_ENV = "FLIPT_TEST_USE_EXISTING_CLUSTER"
+
+
+@dataclass
+class KubeCluster:
+    """What tests get from `kube_cluster`."""
+
+    kubeconfig: Path
+    api_client: client.ApiClient
+    kubectl_path: Path
+    local: LocalCluster | None = None  # None when an existing cluster is used
+    crds: list[str] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return self.api_client.configuration.host
+
+    def kubectl(self, *args: str, check: bool = False, input: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl against this cluster; text output captured."""
+        return subprocess.run(
+            [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True, text=True, check=check, input=input, timeout=timeout,
+        )
+
+    def token_for_service_account(self, namespace: str, name: str, duration: str = "1h") -> str:
+        """A TokenRequest token for a ServiceAccount (for RBAC tests); the SA must exist."""
+        res = self.kubectl("create", "token", name, "-n", namespace, f"--duration={duration}", check=True)
+        return res.stdout.strip()
+
+    def kubeconfig_for_token(self, token: str, path: Path | None = None) -> Path:
+        """A kubeconfig like the admin one, but authenticating with `token`."""
+        cfg = yaml.safe_load(self.kubeconfig.read_text())
+        for user in cfg.get("users", []):
+            user["user"] = {"token": token}
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix="kubeconfig-", dir=self.kubeconfig.parent)
+            os.close(fd)
+            path = Path(name)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def api_client_for_token(self, token: str) -> client.ApiClient:
+        """A `kubernetes.client.ApiClient` that authenticates with `token` (e.g. a service account's)."""
+        return config.new_client_from_config(config_file=str(self.kubeconfig_for_token(token)))
+
+
+def _existing_kubeconfig() -> Path:
+    env = os.environ.get("KUBECONFIG", "")
+    path = Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
+    if not path.is_file():
+        pytest.fail(f"{USE_EXISTING_ENV}=1 but no kubeconfig at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    kubectl = ensure_kubectl()
+    if os.environ.get(USE_EXISTING_ENV) == "1":
+        kubeconfig = _existing_kubeconfig()
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
+        yield KubeCluster(kubeconfig=kubeconfig, api_client=api, kubectl_path=kubectl, crds=crds)
+        api.close()
+        return
+    build_apiserver()  # no-op when cached
+    with LocalCluster() as local:
+        assert local.kubeconfig is not None
+        api = local.api_client()
+        crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
+        try:
+            yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=kubectl,
+                              local=local, crds=crds)
+        finally:
+            api.close()
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace for this test; left behind (deletion never completes without controllers)."""
+    stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{stem}-{uuid.uuid4().hex[:6]}" if stem else f"t-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(kube_cluster.api_client).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"flipt-operator/test": "true"}))
+    )
+    return name
