@@ -1,0 +1,51 @@
+"""Builders of FliptEnvironment/FliptStorage/FliptCredential specs for the server rules and renderers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flipt_operator.models.credential import FliptCredentialSpec
+from flipt_operator.models.environment import FliptEnvironmentSpec
+from flipt_operator.models.plan import OperatorDefaults, ServerPlan
+from flipt_operator.models.storage import FliptStorageSpec
+from flipt_operator.rules.servers import CredentialState, ServerResult, plan_servers
+
+SIDECAR_IMAGE = "registry.example/flipt-operator:0.1.0"
+DEFAULTS = OperatorDefaults(sidecar_image=SIDECAR_IMAGE)
+
+
+def env(**fields: Any) -> FliptEnvironmentSpec:
+    return FliptEnvironmentSpec.model_validate(fields)
+
+
+def storage(**fields: Any) -> FliptStorageSpec:
+    return FliptStorageSpec.model_validate(fields)
+
+
+def git(remote: str = "https://git.example/acme/flags.git", **fields: Any) -> FliptStorageSpec:
+    return storage(git={"remote": remote, **fields})
+
+
+def database(cache: dict[str, Any] | None = None, **fields: Any) -> FliptStorageSpec:
+    return storage(database=fields, **({"cache": cache} if cache is not None else {}))
+
+
+def credential(type_: str, secret: str, ready: bool = True, **fields: Any) -> CredentialState:
+    spec = FliptCredentialSpec.model_validate({"type": type_, "secretRef": {"name": secret}, **fields})
+    return CredentialState(spec, ready)
+
+
+def plan(
+    environments: dict[str, FliptEnvironmentSpec],
+    storages: dict[str, FliptStorageSpec] | None = None,
+    credentials: dict[str, CredentialState] | None = None,
+    secrets: dict[str, set[str]] | None = None,
+    defaults: OperatorDefaults = DEFAULTS,
+) -> dict[str, ServerResult]:
+    return plan_servers("team-a", environments, storages or {}, credentials or {}, secrets or {}, defaults)
+
+
+def ok_plan(*args: Any, server: str = "flipt", **kwargs: Any) -> ServerPlan:
+    result = plan(*args, **kwargs)[server]
+    assert result.plan is not None, result.errors
+    return result.plan
