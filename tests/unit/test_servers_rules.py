@@ -331,3 +331,11 @@ def test_credential_plans_carry_present_keys_only():
 def test_messages_say_how_to_fix():
     result = plan({"a": env(storage="nope")})["flipt"]
     assert "create it" in result.errors[0].message
+
+
+def test_password_in_database_url_is_refused():
+    for url in ("postgres://flipt:hunter2@db:5432/flipt", "mysql://db:3306/flipt?password=hunter2"):
+        result = plan({"a": env(storage="db")}, {"db": database(url=url)})["flipt"]
+        assert reasons(result) == [("FliptStorage", "db", "spec.database.url", "PasswordInDatabaseURL")]
+        assert all("hunter2" not in p.message for p in result.errors)
+    assert ok_plan({"a": env(storage="db")}, {"db": database(url="postgres://flipt@db/flipt")}).generation == "v1"

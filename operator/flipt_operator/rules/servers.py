@@ -11,6 +11,7 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
 from ..models.common import SecretKeyReference
 from ..models.credential import OPTIONAL_KEYS, REQUIRED_KEYS, FliptCredentialSpec
@@ -395,6 +396,12 @@ def _check_database(out: _Collector, sid: str, spec: FliptStorageSpec, secrets: 
         )
     if db.url_secret_ref is not None:
         _secret_ref_problem(out, STORAGE, sid, "spec.database.urlSecretRef", db.url_secret_ref, secrets)
+    if db.url is not None and _has_password(db.url):
+        out.error(
+            STORAGE, sid, "spec.database.url", "PasswordInDatabaseURL",
+            f"FliptStorage {sid}: spec.database.url holds a password, and it would be written to a "
+            "ConfigMap. Put the whole URL in a Secret and reference it with spec.database.urlSecretRef.",
+        )
     if is_sqlite_url(db.url):
         assert db.url is not None
         if db.claim_name is None:
@@ -410,6 +417,17 @@ def _check_database(out: _Collector, sid: str, spec: FliptStorageSpec, secrets: 
                 f"FliptStorage {sid}: the SQLite file must be under {DATA_DIR}, the only writable volume "
                 f"(the root filesystem is read-only), e.g. file:{DATA_DIR}/flipt.db.",
             )
+
+
+def _has_password(url: str) -> bool:
+    """Whether a URL carries a password (user:password@host, or a password= query parameter)."""
+    parsed = urlsplit(url)
+    try:
+        password = parsed.password
+    except ValueError:
+        password = None
+    query = {k.lower() for k, _ in parse_qsl(parsed.query, keep_blank_values=True)}
+    return bool(password) or bool(query & {"password", "authtoken"})
 
 
 def _check_local_paths(out: _Collector, used: Mapping[str, FliptStorageSpec]) -> None:

@@ -1,0 +1,116 @@
+"""Flipt's `default.yml` for one server, and the environment variables that complete it.
+
+The config goes into a ConfigMap, so it never holds a Secret value: a database URL or a
+Redis password kept in a Secret reaches Flipt as an env var from that Secret (`flipt_env`).
+Git storages are served from the git-sync sidecar's repositories as local backends, with no
+remote and no credentials: the sidecar does all remote traffic (see docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models.plan import GRPC_PORT, HTTP_PORT, STATE_DIR, ServerPlan, StoragePlan
+from .gitsync_config import repository_path
+
+CONFIG_KEY = "default.yml"
+
+
+def _common(version: str) -> dict[str, Any]:
+    return {
+        "version": version,
+        "log": {"level": "INFO", "encoding": "json"},
+        "server": {"protocol": "http", "host": "0.0.0.0", "http_port": HTTP_PORT, "grpc_port": GRPC_PORT},
+    }
+
+
+def v2_storage(storage: StoragePlan) -> dict[str, Any]:
+    """`storage.<id>` of a v2 config."""
+    spec = storage.spec
+    if spec.git is not None:
+        return {"backend": {"type": "local", "path": repository_path(storage.name)}, "branch": spec.git.branch}
+    if spec.local is not None:
+        return {"backend": {"type": "local", "path": spec.local.path}}
+    if spec.memory is not None:
+        return {"backend": {"type": "memory"}}
+    raise ValueError(f"storage {storage.name}: {spec.backend} storage has no place in a Flipt v2 config")
+
+
+def _v2(plan: ServerPlan) -> dict[str, Any]:
+    config = _common("2.0")
+    config["storage"] = {s.name: v2_storage(s) for s in plan.storages}
+    environments: dict[str, Any] = {}
+    for env in plan.environments:
+        entry: dict[str, Any] = {"name": env.display_name, "storage": env.storage, "default": env.default}
+        if env.directory:
+            entry["directory"] = env.directory
+        environments[env.name] = entry
+    config["environments"] = environments
+    return config
+
+
+def _v1(plan: ServerPlan) -> dict[str, Any]:
+    storage = plan.database
+    assert storage is not None and storage.spec.database is not None, "a v1 plan has database storage"
+    spec = storage.spec.database
+    config = _common("1.0")
+    config["storage"] = {"type": "database"}
+    db: dict[str, Any] = {}
+    if spec.url is not None and spec.url_secret_ref is None:
+        db["url"] = spec.url  # a plain URL carries no password (the CRD says so); else FLIPT_DB_URL
+    for key, value in (
+        ("max_open_conn", spec.max_open_conn),
+        ("max_idle_conn", spec.max_idle_conn),
+        ("conn_max_lifetime", spec.conn_max_lifetime),
+        ("prepared_statements_enabled", spec.prepared_statements_enabled),
+    ):
+        if value is not None:
+            db[key] = value
+    config["db"] = db
+    cache = storage.spec.cache
+    if cache is not None:
+        section: dict[str, Any] = {"enabled": True, "backend": cache.backend}
+        if cache.ttl is not None:
+            section["ttl"] = cache.ttl
+        if cache.memory is not None and cache.memory.eviction_interval is not None:
+            section["memory"] = {"eviction_interval": cache.memory.eviction_interval}
+        if cache.redis is not None:
+            redis: dict[str, Any] = {
+                "host": cache.redis.host,
+                "port": cache.redis.port,
+                "db": cache.redis.db,
+                "require_tls": cache.redis.require_tls,
+            }
+            if cache.redis.prefix is not None:
+                redis["prefix"] = cache.redis.prefix
+            section["redis"] = redis  # the password: FLIPT_CACHE_REDIS_PASSWORD, from its Secret
+        config["cache"] = section
+    return config
+
+
+def flipt_config(plan: ServerPlan) -> dict[str, Any]:
+    """Flipt's `default.yml` as a dict (snake_case keys, as Flipt reads them)."""
+    return _v1(plan) if plan.generation == "v1" else _v2(plan)
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def flipt_env(plan: ServerPlan) -> list[dict[str, Any]]:
+    """Env vars of the Flipt container (and of a Job running `flipt migrate` with the same config)."""
+    env: list[dict[str, Any]] = [
+        {"name": "FLIPT_META_CHECK_FOR_UPDATES", "value": "0"},
+        {"name": "FLIPT_META_STATE_DIRECTORY", "value": STATE_DIR},
+    ]
+    storage = plan.database
+    if storage is not None:
+        db = storage.spec.database
+        assert db is not None
+        if db.url_secret_ref is not None:
+            env.append(_secret_env("FLIPT_DB_URL", db.url_secret_ref.name, db.url_secret_ref.key))
+        cache = storage.spec.cache
+        if cache is not None and cache.redis is not None and cache.redis.password_secret_ref is not None:
+            ref = cache.redis.password_secret_ref
+            env.append(_secret_env("FLIPT_CACHE_REDIS_PASSWORD", ref.name, ref.key))
+    return sorted(env, key=lambda e: e["name"])
