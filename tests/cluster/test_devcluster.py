@@ -130,3 +130,24 @@ def test_second_cluster_with_token_user_stops_cleanly(kube_cluster):
         assert client.CoreV1Api(local.api_client()).read_namespace("default").metadata.name == "default"
     assert not any(_alive(p) for p in pids.values())
     assert not workdir.exists() and not etcd_dir.exists()
+
+
+def test_cli_start_reuse_status_stop(tmp_path, capsys):
+    from flipt_operator.cli import main as cli
+    from flipt_operator.devcluster.cluster import ClusterState
+
+    state_dir = tmp_path / "state"
+    try:
+        assert cli(["dev-cluster", "start", "--state-dir", str(state_dir)]) == 0
+        first = capsys.readouterr().out
+        assert first.startswith("export KUBECONFIG=")
+        state = ClusterState.load(state_dir)
+        assert state is not None and state.running()
+        assert cli(["dev-cluster", "start", "--state-dir", str(state_dir)]) == 0  # reused
+        assert capsys.readouterr().out == first
+        assert ClusterState.load(state_dir).apiserver_pid == state.apiserver_pid
+        assert cli(["dev-cluster", "status", "--state-dir", str(state_dir)]) == 0
+    finally:
+        assert cli(["dev-cluster", "stop", "--state-dir", str(state_dir)]) == 0
+    assert not _alive(state.apiserver_pid) and not _alive(state.etcd_pid)
+    assert cli(["dev-cluster", "status", "--state-dir", str(state_dir)]) == 3

@@ -36,6 +36,8 @@ ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
 SA_ISSUER = "https://kubernetes.default.svc"
 STATE_FILE = "state.json"
+ETCD_DIR_PREFIX = "flipt-etcd-"
+ETCD_PID_FILE = "etcd.pid"  # next to etcd's data, so a later start can remove a dead run's tmpfs data
 
 
 class ClusterError(RuntimeError):
@@ -98,6 +100,21 @@ def stop_pid(pid: int, expect: str | None = None, timeout: float = 10.0, proc: s
             elif not _pid_alive(pid):
                 return
             time.sleep(0.05)
+
+
+def _remove_stale_etcd_dirs(base: Path, grace: float = 600.0) -> None:
+    """Remove etcd data dirs left in `base` by runs that were killed (their etcd is gone)."""
+    for d in base.glob(f"{ETCD_DIR_PREFIX}*"):
+        try:
+            pid = int((d / ETCD_PID_FILE).read_text())
+            stale = not _pid_alive(pid, "etcd")
+        except (OSError, ValueError):
+            try:
+                stale = time.time() - d.stat().st_mtime > grace  # a start that never got to write its pid
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _die_with_parent() -> None:
@@ -298,7 +315,8 @@ class LocalCluster:
             self.workdir.mkdir(parents=True, exist_ok=True)
         shm = Path("/dev/shm")
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.workdir
-        self.etcd_data_dir = Path(tempfile.mkdtemp(prefix="flipt-etcd-", dir=base))
+        _remove_stale_etcd_dirs(base)
+        self.etcd_data_dir = Path(tempfile.mkdtemp(prefix=ETCD_DIR_PREFIX, dir=base))
 
     def start(self) -> LocalCluster:
         if not self.etcd_bin.is_file():
@@ -333,7 +351,7 @@ class LocalCluster:
         self._etcd = self._spawn(
             [
                 str(self.etcd_bin),
-                "--data-dir", str(self.etcd_data_dir),
+                "--data-dir", str(self.etcd_data_dir / "data"),
                 "--listen-client-urls", etcd_url,
                 "--advertise-client-urls", etcd_url,
                 "--listen-peer-urls", peer_url,
@@ -342,6 +360,7 @@ class LocalCluster:
             ],
             etcd_log,
         )
+        (self.etcd_data_dir / ETCD_PID_FILE).write_text(str(self._etcd.pid))
         self._wait(
             lambda: self._etcd_healthy(etcd_url), self._etcd, "etcd", etcd_log, timeout=min(30.0, self.start_timeout)
         )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 from pathlib import Path
 
 from .build import BuildError, build_apiserver
 from .cluster import ClusterError, ClusterState, LocalCluster
-from .paths import default_state_dir
+from .paths import default_state_dir, file_lock
 from .tools import ToolsError, install_tools
 
 
@@ -37,6 +38,13 @@ def _err(msg: str) -> int:
 
 
 def _start(state_dir: Path, timeout: float) -> int:
+    build_apiserver()
+    # one start at a time per state dir, so two concurrent starts share one cluster
+    with file_lock("dev-cluster-" + hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]):
+        return _start_locked(state_dir, timeout)
+
+
+def _start_locked(state_dir: Path, timeout: float) -> int:
     state = ClusterState.load(state_dir)
     if state is not None:
         if state.running():
@@ -45,7 +53,6 @@ def _start(state_dir: Path, timeout: float) -> int:
             return 0
         print("# cleaning up a stale cluster", file=sys.stderr)
         state.stop()
-    build_apiserver()
     cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout).start()
     print(f"# kube-apiserver {cluster.server} (pids {cluster.pids}); logs in {state_dir}", file=sys.stderr)
     print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
