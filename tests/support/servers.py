@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from flipt_operator.models.credential import FliptCredentialSpec
@@ -49,3 +50,18 @@ def ok_plan(*args: Any, server: str = "flipt", **kwargs: Any) -> ServerPlan:
     result = plan(*args, **kwargs)[server]
     assert result.plan is not None, result.errors
     return result.plan
+
+
+def git_server_plan(namespace: str = "team-a", **defaults: Any) -> ServerPlan:
+    """Two environments on one git storage with an ssh credential and a CA bundle."""
+    result = ok_plan(
+        {
+            "prod": env(storage="flags", directory="prod", default=True, deployment={"replicas": 2}),
+            "dev": env(storage="flags", directory="dev"),
+        },
+        {"flags": git(credentialRef={"name": "deploy"}, caCertSecretRef={"name": "corp-ca", "key": "ca.crt"})},
+        {"deploy": credential("ssh", "deploy-key")},
+        {"deploy-key": {"identity", "known_hosts"}, "corp-ca": {"ca.crt"}},
+        defaults=OperatorDefaults(sidecar_image=SIDECAR_IMAGE, **defaults),
+    )
+    return dataclasses.replace(result, namespace=namespace)

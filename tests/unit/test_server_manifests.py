@@ -14,23 +14,14 @@ from flipt_operator.builders.server_manifests import (
     config_map_name,
 )
 from flipt_operator.models.gitsync import CONFIG_PATH, CREDENTIALS_ROOT, SIDECAR_PORT
-from flipt_operator.models.plan import OperatorDefaults
-from tests.support.servers import SIDECAR_IMAGE, credential, database, env, git, ok_plan, storage
+from flipt_operator.models.plan import supports_native_sidecars
+from tests.support.servers import SIDECAR_IMAGE, credential, database, env, git, git_server_plan, ok_plan, storage
 
 PG = "postgres://flipt@db:5432/flipt?sslmode=disable"
 
 
 def git_plan(**defaults):
-    return ok_plan(
-        {
-            "prod": env(storage="flags", directory="prod", default=True, deployment={"replicas": 2}),
-            "dev": env(storage="flags", directory="dev"),
-        },
-        {"flags": git(credentialRef={"name": "deploy"}, caCertSecretRef={"name": "corp-ca", "key": "ca.crt"})},
-        {"deploy": credential("ssh", "deploy-key")},
-        {"deploy-key": {"identity", "known_hosts"}, "corp-ca": {"ca.crt"}},
-        defaults=OperatorDefaults(sidecar_image=SIDECAR_IMAGE, **defaults),
-    )
+    return git_server_plan(**defaults)
 
 
 def pod(manifests):
@@ -294,3 +285,12 @@ def test_no_secret_value_reaches_any_manifest():
             assert value not in text
         for obj in m.all():
             assert obj["kind"] != "Secret"
+
+
+def test_native_sidecar_support_by_server_version():
+    assert supports_native_sidecars("v1.29.0")
+    assert supports_native_sidecars("v1.35.2-eks-1")
+    assert supports_native_sidecars("v2.0.0")
+    assert not supports_native_sidecars("v1.28.9")
+    assert not supports_native_sidecars("v1.20.2")
+    assert not supports_native_sidecars("unknown")

@@ -8,6 +8,7 @@ No Secret value is ever part of a plan: only Secret names and key names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,13 @@ def _default_sidecar_resources() -> dict[str, dict[str, str]]:
     return {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
 
+def supports_native_sidecars(git_version: str) -> bool:
+    """Whether an API server of this version (`/version` gitVersion, e.g. "v1.30.2-eks-1") takes
+    native sidecars: on by default from 1.29. Older servers reject probes on init containers."""
+    match = re.match(r"^v?(\d+)\.(\d+)", git_version.strip())
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (1, 29)  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True)
 class OperatorDefaults:
     """Settings of the operator itself that shape every server it renders."""
@@ -47,7 +55,8 @@ class OperatorDefaults:
     sidecar_resources: dict[str, Any] = field(default_factory=_default_sidecar_resources)
     # True: the sidecar is a native sidecar (an init container with restartPolicy Always and a
     # startup probe), so Flipt starts only once the repositories are there; needs Kubernetes
-    # >= 1.29. False: a one-shot `git-sync --once` init container plus an ordinary sidecar.
+    # >= 1.29 (see supports_native_sidecars; a 1.20 API server rejects the Deployment).
+    # False: a one-shot `git-sync --once` init container plus an ordinary sidecar.
     native_sidecar: bool = True
 
 
