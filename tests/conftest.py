@@ -1,6 +1,7 @@
 """Shared fixtures. Each area keeps its fixtures in tests/support/ and lists the module here."""
 
 pytest_plugins: list[str] = [
+    "tests.support.git_servers",
     "tests.support.redis_fixtures",
     "tests.support.kube_fixtures",
 ]

@@ -1,0 +1,178 @@
+"""How the sidecar reaches a storage's remote: a dulwich client built from a `GitSyncStorage`.
+
+Credentials are read from their files each time a client is built (once per sync), so a
+rotated Secret takes effect without a restart. Every secret value read is remembered in
+`RemoteAccess.secrets`, so that error text can be scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import stat
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from dulwich.client import GitClient, SSHGitClient, get_transport_and_path
+from dulwich.config import ConfigDict
+
+from ..models.gitsync import GitSyncCredential, GitSyncStorage
+from ..rules.gitsync import redact_url
+
+log = logging.getLogger(__name__)
+
+# Username Flipt (and Bitbucket, GitLab, Gitea) use for an access token sent as basic auth.
+ACCESS_TOKEN_USERNAME = "x-token-auth"
+# Network timeouts: a hung remote must fail a sync, not freeze the storage's loop.
+HTTP_TIMEOUT_SECONDS = 60.0
+SSH_CONNECT_TIMEOUT_SECONDS = 20
+
+
+class CredentialFileError(RuntimeError):
+    """A credential file named in the config cannot be read."""
+
+
+@dataclass
+class RemoteAccess:
+    client: GitClient
+    path: str
+    display_url: str
+    secrets: list[str] = field(default_factory=list)
+    _private_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def close(self) -> None:
+        if self._private_dir is not None:
+            self._private_dir.cleanup()
+            self._private_dir = None
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+def read_secret_file(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read()
+    except OSError as exc:
+        # The path is config, not secret; the content never reaches the message.
+        raise CredentialFileError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    return value.rstrip("\r\n")
+
+
+def _split_userinfo(remote: str) -> tuple[str, str | None, str | None]:
+    """The URL without user-info, and the user name and password it carried."""
+    parts = urlsplit(remote)
+    if not parts.scheme or "@" not in parts.netloc:
+        return remote, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), user or None, password or None
+
+
+def _http_config(storage: GitSyncStorage) -> ConfigDict:
+    config = ConfigDict()
+    if storage.ca_cert_file:
+        config.set((b"http",), b"sslCAInfo", storage.ca_cert_file.encode())
+    if storage.insecure_skip_tls:
+        config.set((b"http",), b"sslVerify", False)
+    return config
+
+
+def _ssh_command(credential: GitSyncCredential, askpass: str | None) -> str:
+    options = [
+        "-F", "/dev/null",  # no user or system ssh_config can weaken what follows
+        "-o", "IdentitiesOnly=yes",
+        "-o", "PasswordAuthentication=no",
+        "-o", "KbdInteractiveAuthentication=no",
+        "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_SECONDS}",
+        "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    if credential.insecure_ignore_host_key:
+        options += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    else:
+        assert credential.known_hosts_file  # the model requires it
+        options += [
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={credential.known_hosts_file}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+        ]  # fmt: skip
+    if askpass is None:
+        return shlex.join(["ssh", "-o", "BatchMode=yes", *options])
+    # A passphrase reaches ssh only through SSH_ASKPASS, read from its file by a tiny script:
+    # it is never on a command line or in the environment.
+    env = ["env", f"SSH_ASKPASS={askpass}", "SSH_ASKPASS_REQUIRE=force",
+           f"FLIPT_GIT_SYNC_PASSPHRASE_FILE={credential.passphrase_file}"]  # fmt: skip
+    return shlex.join([*env, "ssh", "-o", "BatchMode=no", *options])
+
+
+def _private_copy(source: str, directory: str, name: str) -> str:
+    """Copy a mounted key with mode 0600: ssh refuses keys others may read."""
+    with open(source, "rb") as f:
+        data = f.read()
+    target = os.path.join(directory, name)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return target
+
+
+def open_remote(storage: GitSyncStorage) -> RemoteAccess:
+    """A client for the storage's remote with the credentials as they are on disk now."""
+    url, url_user, url_password = _split_userinfo(storage.remote)
+    secrets = [s for s in (url_password,) if s]
+    credential = storage.credential
+    username, password = url_user, url_password
+    if credential is not None and credential.type == "basic":
+        assert credential.username_file and credential.password_file
+        username = read_secret_file(credential.username_file, "username")
+        password = read_secret_file(credential.password_file, "password")
+        secrets.append(password)
+    elif credential is not None and credential.type == "accessToken":
+        assert credential.token_file
+        username = ACCESS_TOKEN_USERNAME
+        password = read_secret_file(credential.token_file, "token")
+        secrets.append(password)
+
+    scheme = urlsplit(url).scheme
+    if scheme in ("http", "https"):
+        client, path = get_transport_and_path(
+            url, config=_http_config(storage), username=username, password=password
+        )
+        if storage.insecure_skip_tls:
+            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+        return RemoteAccess(client, path, redact_url(url), secrets)
+
+    client, path = get_transport_and_path(url)
+    access = RemoteAccess(client, path, redact_url(url), secrets)
+    if isinstance(client, SSHGitClient):
+        if credential is None or credential.type != "ssh":
+            raise CredentialFileError("an ssh remote needs a credential of type ssh")
+        _configure_ssh(access, client, credential)
+    return access
+
+
+def _configure_ssh(access: RemoteAccess, client: SSHGitClient, credential: GitSyncCredential) -> None:
+    assert credential.identity_file
+    if credential.insecure_ignore_host_key:
+        log.warning("ssh host key checking is off (insecureIgnoreHostKey) for %s", access.display_url)
+    access._private_dir = tempfile.TemporaryDirectory(prefix="flipt-git-sync-")
+    try:
+        identity = _private_copy(credential.identity_file, access._private_dir.name, "identity")
+    except OSError as exc:
+        raise CredentialFileError(f"cannot read identity file {credential.identity_file}: {exc.strerror}") from None
+    askpass = None
+    if credential.passphrase_file:
+        secrets_value = read_secret_file(credential.passphrase_file, "passphrase")
+        access.secrets.append(secrets_value)
+        askpass = os.path.join(access._private_dir.name, "askpass")
+        with open(askpass, "w") as f:
+            f.write('#!/bin/sh\nexec cat "$FLIPT_GIT_SYNC_PASSPHRASE_FILE"\n')
+        os.chmod(askpass, stat.S_IRWXU)
+    client.username = client.username or credential.ssh_user
+    client.key_filename = identity
+    client.ssh_command = _ssh_command(credential, askpass)

@@ -1,0 +1,42 @@
+"""The sidecar's HTTP server: /healthz, /readyz, /status and /metrics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..models.sync import SidecarStatus
+from .loop import StorageSync
+from .metrics import SyncMetrics
+
+
+def sidecar_status(syncs: Sequence[StorageSync]) -> SidecarStatus:
+    return SidecarStatus(pod=os.environ.get("POD_NAME"), storages=[s.state for s in syncs])
+
+
+def make_app(syncs: Sequence[StorageSync], metrics: SyncMetrics) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        not_ready = {s.storage.name: s.state.last_error or "not synced yet" for s in syncs if not s.state.ready}
+        if not_ready:
+            return web.json_response({"ready": False, "storages": not_ready}, status=503)
+        return web.json_response({"ready": True})
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.json_response(sidecar_status(syncs).to_api())
+
+    async def metrics_page(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics_page)
+    return app
