@@ -287,3 +287,12 @@ def test_sqlite_not_a_database(tmp_path: Path) -> None:
     db.write_text("this is not sqlite" * 100)
     check = preflight(f"file:{db}")
     assert check.reason == "QueryFailed" and not check.ok
+
+
+def test_cockroach_code_path_over_the_postgres_wire(pg_db: str) -> None:
+    # No CockroachDB here: its dialect (sqlalchemy-cockroachdb on psycopg) speaks to PostgreSQL
+    # well enough to exercise the cockroachdb branch (database existence via pg_database).
+    _pg_exec(pg_db, PG_TABLE, "INSERT INTO schema_migrations VALUES (12, false)")
+    check = preflight(f"cockroach://postgres@{PG}/{pg_db}?sslmode=disable")
+    assert check.ok and check.dialect == "cockroachdb" and check.schema_version == 12
+    assert assess_schema("cockroachdb", 12, False, IMAGE).state is SchemaState.PENDING
