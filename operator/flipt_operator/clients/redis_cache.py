@@ -89,10 +89,8 @@ def preflight(
         client = connect(host, port, db, password, tls, timeout, username)
         client.ping()
         version = client.info("server").get("redis_version")
-        return CacheCheck(
-            reason="Ready", message=f"Redis {version or ''} at {where} answers".replace("  ", " "),
-            reachable=True, server_version=version,
-        )
+        server = f"Redis {version}" if version else "Redis"
+        return CacheCheck(reason="Ready", message=f"{server} at {where} answers", reachable=True, server_version=version)
     except Exception as exc:  # noqa: BLE001 - reported as a reason
         reason, reachable = _classify(exc)
         text = scrub(f"{where}: {exc}", [password])
