@@ -18,17 +18,17 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+from ..models.plan import CONFIG_FILE as CONFIG_PATH
+from ..models.plan import DATA_DIR as DATA_MOUNT
+from ..models.plan import STATE_DIR
 from ..models.storage import DatabaseSpec, ImportSpec
 
 # The flipt image (build/Dockerfile, Helm chart 0.87.6): user flipt, group 1000, data at /var/opt/flipt.
 FLIPT_UID = 100
 FLIPT_GID = 1000
 FLIPT_BINARY = "/flipt"
-DATA_MOUNT = "/var/opt/flipt"
-CONFIG_DIR = "/etc/flipt/config"
-CONFIG_FILE = "default.yml"
-CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
-STATE_DIR = "/home/flipt/.config/flipt"
+# The server's paths (models.plan): config at /etc/flipt/config/default.yml, data at /var/opt/flipt.
+CONFIG_DIR, CONFIG_FILE = posixpath.split(CONFIG_PATH)
 BACKUP_MOUNT = "/backup"
 IMPORT_MOUNT = "/import"
 
