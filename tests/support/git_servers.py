@@ -20,6 +20,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -274,26 +275,57 @@ class _GitHttpServer(ThreadingHTTPServer):
 @dataclass
 class GitHttpServer(GitServer):
     users: dict[str, str] = field(default_factory=dict)
+    ca_cert: Path | None = None
     _server: _GitHttpServer | None = None
 
 
-@pytest.fixture
-def git_http_server(tmp_path: Path) -> Iterator[GitHttpServer]:
-    root = tmp_path / "http-root"
+def _start_http_server(root: Path, tls_dir: Path | None) -> tuple[_GitHttpServer, GitHttpServer]:
     root.mkdir()
     server = _GitHttpServer(("127.0.0.1", 0), _CgiBridge)
     server.root = root
     server.users = {"flipt": "s3cret-http-password"}
-    thread = threading.Thread(target=server.serve_forever, name="git-http-server", daemon=True)
-    thread.start()
+    scheme, ca_cert = "http", None
+    if tls_dir is not None:
+        tls_dir.mkdir()
+        ca_cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(ca_cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(ca_cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    threading.Thread(target=server.serve_forever, name="git-http-server", daemon=True).start()
     port = server.server_address[1]
-    handle = GitHttpServer(root=root, base_url=f"http://127.0.0.1:{port}", users=server.users, _server=server)
+    handle = GitHttpServer(
+        root=root, base_url=f"{scheme}://127.0.0.1:{port}", users=server.users, ca_cert=ca_cert, _server=server
+    )
+    return server, handle
+
+
+def _serve_http(root: Path, tls_dir: Path | None) -> Iterator[GitHttpServer]:
+    server, handle = _start_http_server(root, tls_dir)
     try:
         yield handle
     finally:
         server.shutdown()
         server.server_close()
         handle.cleanup()
+
+
+@pytest.fixture
+def git_http_server(tmp_path: Path) -> Iterator[GitHttpServer]:
+    """`git http-backend` over plain HTTP; user `flipt` with password `.users["flipt"]`."""
+    yield from _serve_http(tmp_path / "http-root", None)
+
+
+@pytest.fixture
+def git_https_server(tmp_path: Path) -> Iterator[GitHttpServer]:
+    """The same over HTTPS with a self-signed certificate (`.ca_cert`)."""
+    yield from _serve_http(tmp_path / "https-root", tmp_path / "tls")
 
 
 # -- git daemon ---------------------------------------------------------------------------------------

@@ -16,7 +16,13 @@ import warnings
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from dulwich.client import GitClient, SSHGitClient, get_transport_and_path
+from dulwich.client import (
+    GitClient,
+    SSHGitClient,
+    Urllib3HttpGitClient,
+    default_urllib3_manager,
+    get_transport_and_path,
+)
 from dulwich.config import ConfigDict
 
 from ..models.gitsync import GitSyncCredential, GitSyncStorage
@@ -76,8 +82,6 @@ def _http_config(storage: GitSyncStorage) -> ConfigDict:
     config = ConfigDict()
     if storage.ca_cert_file:
         config.set((b"http",), b"sslCAInfo", storage.ca_cert_file.encode())
-    if storage.insecure_skip_tls:
-        config.set((b"http",), b"sslVerify", False)
     return config
 
 
@@ -140,9 +144,16 @@ def open_remote(storage: GitSyncStorage) -> RemoteAccess:
 
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
-        client, path = get_transport_and_path(
-            url, config=_http_config(storage), username=username, password=password
+        parts = urlsplit(url)
+        base_url = urlunsplit(parts._replace(path="", query="", fragment=""))
+        pool = default_urllib3_manager(
+            _http_config(storage),
+            base_url=base_url,
+            timeout=HTTP_TIMEOUT_SECONDS,
+            cert_reqs="CERT_NONE" if storage.insecure_skip_tls else None,
         )
+        client = Urllib3HttpGitClient(base_url, pool_manager=pool, username=username, password=password)
+        path = parts.path
         if storage.insecure_skip_tls:
             warnings.filterwarnings("ignore", message="Unverified HTTPS request")
         return RemoteAccess(client, path, redact_url(url), secrets)
