@@ -36,6 +36,7 @@ ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
 SA_ISSUER = "https://kubernetes.default.svc"
 STATE_FILE = "state.json"
+PORT_RETRIES = 3
 ETCD_DIR_PREFIX = "flipt-etcd-"
 ETCD_PID_FILE = "etcd.pid"  # next to etcd's data, so a later start can remove a dead run's tmpfs data
 
@@ -239,9 +240,11 @@ class ClusterState:
 class LocalCluster:
     """etcd + kube-apiserver on free loopback ports.
 
-    `workdir=None` uses a fresh temp dir removed on stop. `detached=True` starts both
-    processes in their own session, so they outlive this Python process (the CLI's
-    `dev-cluster start`); stop them later with `ClusterState.load(workdir).stop()`.
+    `workdir=None` uses a fresh temp dir removed on stop. Attached (the default), both
+    processes get SIGTERM when the thread that started them ends, even if this process is
+    killed without cleanup, so start it from a long-lived thread (pytest's main thread).
+    `detached=True` lets them outlive this process (the CLI's `dev-cluster start`); stop
+    them later with `ClusterState.load(workdir).stop()`.
     """
 
     def __init__(
@@ -327,11 +330,20 @@ class LocalCluster:
             )
         self._prepare_dirs()
         assert self.workdir is not None and self.etcd_data_dir is not None
-        try:
-            self._start_processes()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(PORT_RETRIES):
+            try:
+                self._start_processes()
+                return self
+            except ClusterError as exc:
+                # free_port() can race with another session: retry on fresh ports
+                if "address already in use" not in str(exc) or attempt == PORT_RETRIES - 1:
+                    self.stop()
+                    raise
+                self._stop_processes()
+                shutil.rmtree(self.etcd_data_dir / "data", ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _start_processes(self) -> None:
@@ -440,12 +452,15 @@ class LocalCluster:
         return config.new_client_from_config(config_file=str(self.kubeconfig_for(user)))
 
     # -- stop --------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Stop both processes by pid (SIGTERM, then SIGKILL) and remove what start() made."""
+    def _stop_processes(self) -> None:
         if self._apiserver is not None:
             stop_pid(self._apiserver.pid, "kube-apiserver", proc=self._apiserver)
         if self._etcd is not None:
             stop_pid(self._etcd.pid, "etcd", proc=self._etcd)
+
+    def stop(self) -> None:
+        """Stop both processes by pid (SIGTERM, then SIGKILL) and remove what start() made."""
+        self._stop_processes()
         if self.etcd_data_dir is not None:
             shutil.rmtree(self.etcd_data_dir, ignore_errors=True)
         if self.workdir is not None:
