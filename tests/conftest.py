@@ -2,6 +2,7 @@
 
 pytest_plugins: list[str] = [
     "tests.support.git_servers",
-    "tests.support.redis_fixtures",
+    "tests.support.operator_fixtures",
     "tests.support.kube_fixtures",
+    "tests.support.redis_fixtures",
 ]

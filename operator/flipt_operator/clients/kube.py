@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
@@ -53,6 +54,10 @@ class Kube:
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.batch = kubernetes.client.BatchV1Api(api_client)
 
+    def server_version(self) -> tuple[int, int]:
+        info = kubernetes.client.VersionApi(self.api_client).get_code()
+        return int(info.major), int("".join(ch for ch in info.minor if ch.isdigit()))
+
     # -- our kinds -------------------------------------------------------------------------
 
     def get(self, kind: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
@@ -85,9 +90,83 @@ class Kube:
         data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
         return data, secret.metadata.resource_version
 
+    def secret_keys(self, namespace: str) -> dict[str, tuple[list[str], str]]:
+        """Secret name -> (key names, resourceVersion). Values are not kept."""
+        secrets = self.core.list_namespaced_secret(namespace).items
+        return {
+            s.metadata.name: (sorted((s.data or {}).keys()), s.metadata.resource_version) for s in secrets
+        }
+
+    # -- children: create, or patch when what we set differs; nothing when it matches ------
+
+    def _api_for(self, kind: str) -> tuple[Any, str]:
+        return {
+            "ConfigMap": (self.core, "config_map"),
+            "ServiceAccount": (self.core, "service_account"),
+            "Service": (self.core, "service"),
+            "Deployment": (self.apps, "deployment"),
+            "Job": (self.batch, "job"),
+        }[kind]
+
+    def read_child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        api, noun = self._api_for(kind)
+        try:
+            obj = getattr(api, f"read_namespaced_{noun}")(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(obj)
+
+    def apply(self, manifest: dict[str, Any]) -> str:
+        """Make the object match `manifest` in every field it sets. Returns created|patched|unchanged."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        api, noun = self._api_for(kind)
+        existing = self.read_child(kind, namespace, name)
+        if existing is None:
+            try:
+                getattr(api, f"create_namespaced_{noun}")(namespace, manifest)
+                return "created"
+            except ApiException as exc:
+                if exc.status != 409:  # created meanwhile: fall through to compare
+                    raise
+                existing = self.read_child(kind, namespace, name)
+        if is_subset(manifest, existing):
+            return "unchanged"
+        # A JSON merge patch replaces lists whole, so removed containers, ports or env go too.
+        body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+        getattr(api, f"patch_namespaced_{noun}")(
+            name, namespace, body, _content_type="application/merge-patch+json"
+        )
+        return "patched"
+
+    def delete_child(self, kind: str, namespace: str, name: str) -> bool:
+        api, noun = self._api_for(kind)
+        try:
+            # The response is not read: the client fails to parse some delete responses (Service).
+            response = getattr(api, f"delete_namespaced_{noun}")(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
+            response.release_conn()
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def list_children(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        api, noun = self._api_for(kind)
+        items = getattr(api, f"list_namespaced_{noun}")(namespace, label_selector=label_selector).items
+        return [self.api_client.sanitize_for_serialization(i) for i in items]
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        items = self.core.list_namespaced_pod(namespace, label_selector=label_selector).items
+        return [self.api_client.sanitize_for_serialization(i) for i in items]
+
     def post_event(self, involved: dict[str, Any], *, warning: bool, reason: str, message: str) -> None:
         meta = involved["metadata"]
-        stamp = kubernetes.client.ApiClient().sanitize_for_serialization(_now())
+        stamp = self.api_client.sanitize_for_serialization(_now())
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -112,7 +191,18 @@ class Kube:
         self.core.create_namespaced_event(meta["namespace"], body)
 
 
-def _now():
-    from datetime import datetime, timezone
-
+def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """Whether every field we set is already there (the server adds defaults we don't set)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(is_subset(d, a) for d, a in zip(desired, actual))
+        )
+    return desired == actual

@@ -16,30 +16,32 @@ from ..models.kinds import CREDENTIAL
 from ..rules.credentials import check_credential
 from .metrics import RECONCILE_SECONDS, RECONCILES
 from .reporting import object_lock, write_status
+from .servers import request
 
 log = logging.getLogger(__name__)
 CREDENTIALS_VALID = "CredentialsValid"
 
 
-def reconcile_credential(kube: Kube, namespace: str, name: str) -> None:
+def reconcile_credential(kube: Kube, namespace: str, name: str) -> bool:
+    """True when the credential's status changed (servers using it may need re-planning)."""
     with object_lock(CREDENTIAL, namespace, name), RECONCILE_SECONDS.labels(CREDENTIAL.kind).time():
         body = kube.get(CREDENTIAL, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
+            return False
         try:
             credential = FliptCredential.model_validate(body)
         except ValidationError as exc:
             # The schema should have refused it; say which field anyway.
             message = f"spec is invalid: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            write_status(kube, CREDENTIAL, body, summary=Summary("stalled", "InvalidSpec", message))
             RECONCILES.labels(CREDENTIAL.kind, "stalled").inc()
-            return
+            return write_status(kube, CREDENTIAL, body, summary=Summary("stalled", "InvalidSpec", message))
         secret = kube.get_secret(namespace, credential.spec.secret_ref.name)
         check = check_credential(credential.spec, secret[0] if secret else None)
         summary = Summary("ready", "CredentialsValid", check.message) if check.valid else Summary(
             "stalled", check.reason, check.message
         )
-        write_status(
+        RECONCILES.labels(CREDENTIAL.kind, "ready" if check.valid else "stalled").inc()
+        return write_status(
             kube,
             CREDENTIAL,
             body,
@@ -47,7 +49,6 @@ def reconcile_credential(kube: Kube, namespace: str, name: str) -> None:
             domain=[ConditionSpec(CREDENTIALS_VALID, check.valid, check.reason, check.message)],
             fields={"secretResourceVersion": secret[1] if secret else None},
         )
-        RECONCILES.labels(CREDENTIAL.kind, "ready" if check.valid else "stalled").inc()
 
 
 @kopf.index(GROUP, VERSION, CREDENTIAL.plural)
@@ -62,7 +63,9 @@ def credentials_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) 
 @kopf.on.update(GROUP, VERSION, CREDENTIAL.plural)
 def credential_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     try:
+        # Storages and servers read the credential's readiness and generation.
         reconcile_credential(memo.kube, namespace, name)
+        request(memo.servers, namespace)
     except Exception as exc:
         if is_transient(exc):
             raise kopf.TemporaryError(f"API server unavailable: {type(exc).__name__}", delay=5) from None

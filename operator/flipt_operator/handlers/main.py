@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 from typing import Any
@@ -14,7 +15,8 @@ from .. import GROUP
 from ..clients.kube import Kube, load_config
 
 # Importing the handler modules registers their handlers with kopf.
-from . import credential, secrets  # noqa: F401
+from . import credential, environment, secrets, storage  # noqa: F401
+from .servers import Context, operator_defaults
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"
@@ -41,10 +43,22 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_settings(settings)
     if getattr(memo, "kube", None) is None:
         memo.kube = Kube(load_config())
+    version = memo.kube.server_version()
+    # Native sidecars (init containers with restartPolicy: Always) exist from Kubernetes 1.29;
+    # an older API server would drop the field and we would patch the Deployment forever.
+    memo.servers = Context(kube=memo.kube, defaults=operator_defaults(native_sidecar=version >= (1, 29)))
+    memo.sync_poller = asyncio.create_task(storage.sync_poller(memo.servers))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = getattr(memo, "sync_poller", None)
+    if task is not None:
+        task.cancel()
 
 
 @kopf.on.probe(id="apiserver")

@@ -7,12 +7,22 @@ from typing import Any
 import kopf
 
 from . import credential
+from .servers import request
 
 
 @kopf.on.event("", "v1", "secrets")
 def secret_event(
-    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, credentials_by_secret: kopf.Index, **_: Any
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    credentials_by_secret: kopf.Index,
+    namespaces_with_environments: kopf.Index,
+    **_: Any,
 ) -> None:
     if event.get("type") is None:
         return  # the initial listing: resume handlers already cover existing objects
     credential.on_secret_event(memo.kube, namespace, name, credentials_by_secret)
+    if namespace in namespaces_with_environments:
+        # Servers mount Secrets or take env from them: a change rolls the pods (config hash).
+        request(memo.servers, namespace)

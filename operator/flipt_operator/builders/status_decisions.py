@@ -1,0 +1,181 @@
+"""What the status of an environment or storage says, decided from what the reconcile saw.
+
+Pure: inputs are plans, problems, the Deployment's reported status and the sidecars' reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..builders.status import ConditionSpec, Summary
+from ..models.plan import Problem
+from ..models.storage import FliptStorageSpec, ReplicaSync, SyncStatus
+from ..models.sync import StorageSyncState
+
+SERVER_AVAILABLE = "ServerAvailable"
+CREDENTIALS_VALID = "CredentialsValid"
+SYNCED = "Synced"
+CONFLICT = "Conflict"
+
+
+@dataclass(frozen=True)
+class StatusDecision:
+    summary: Summary
+    domain: list[ConditionSpec] = field(default_factory=list)
+    managed: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def describe(problem: Problem) -> str:
+    return f"{problem.kind} {problem.name} {problem.field}: {problem.message}"
+
+
+def deployment_availability(deployment: dict[str, Any] | None) -> ConditionSpec:
+    """ServerAvailable from the Deployment's status, as the Deployment controller reports it."""
+    if deployment is None:
+        return ConditionSpec(SERVER_AVAILABLE, False, "DeploymentMissing", "The server's Deployment does not exist yet.")
+    status = deployment.get("status") or {}
+    generation = deployment["metadata"].get("generation")
+    if status.get("observedGeneration") is None or status["observedGeneration"] < (generation or 0):
+        return ConditionSpec(SERVER_AVAILABLE, None, "RolloutPending", "Waiting for the Deployment controller.")
+    wanted = deployment.get("spec", {}).get("replicas", 1)
+    available = status.get("availableReplicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    if wanted == 0:
+        return ConditionSpec(SERVER_AVAILABLE, False, "ScaledToZero", "The server has 0 replicas.")
+    if updated >= wanted and available >= wanted:
+        return ConditionSpec(SERVER_AVAILABLE, True, "Available", f"{available}/{wanted} replicas available.")
+    return ConditionSpec(
+        SERVER_AVAILABLE, False, "RollingOut", f"{updated}/{wanted} replicas updated, {available} available."
+    )
+
+
+def environment_status(
+    name: str,
+    server: str,
+    errors: Sequence[Problem],
+    warnings: Sequence[Problem],
+    availability: ConditionSpec | None,
+    storage_backend: str | None,
+    revision: str | None,
+    config_hash: str | None,
+) -> StatusDecision:
+    fields = {"server": server, "storageBackend": storage_backend, "revision": revision, "configHash": config_hash}
+    if errors:
+        own = [p for p in errors if p.kind == "FliptEnvironment" and p.name == name]
+        first = (own or list(errors))[0]
+        reason = first.reason if own else "ServerBlocked"
+        message = describe(first) if own else f"Server {server} cannot be rendered: {describe(first)}"
+        return StatusDecision(Summary("stalled", reason, message), fields=fields)
+    assert availability is not None
+    domain = [availability]
+    if availability.status is not True:
+        return StatusDecision(
+            Summary("progressing", availability.reason, availability.message), domain, (SERVER_AVAILABLE,), fields
+        )
+    mine = [w for w in warnings if w.name == name and w.kind == "FliptEnvironment"] or list(warnings)
+    if mine:
+        return StatusDecision(Summary("ready", mine[0].reason, describe(mine[0])), domain, (SERVER_AVAILABLE,), fields)
+    return StatusDecision(
+        Summary("ready", "Serving", f"Served by {server}: {availability.message}"), domain, (SERVER_AVAILABLE,), fields
+    )
+
+
+def _sync_status(spec: FliptStorageSpec, reports: Sequence[tuple[str, StorageSyncState]]) -> SyncStatus:
+    git = spec.git
+    assert git is not None
+    if not reports:
+        return SyncStatus(fetch_policy=git.fetch_policy)
+    states = [s for _, s in reports]
+    revisions = {s.revision for s in states}
+    errors = [s.last_error for s in states if s.last_error]
+    conflicts = [s.conflict for s in states if s.conflict]
+    fetched = [s.last_fetch_time for s in states if s.last_fetch_time]
+    replicas: list[ReplicaSync] = []
+    if len(reports) > 1 and (len(revisions) > 1 or errors or conflicts):
+        replicas = [
+            ReplicaSync(pod=pod, revision=s.revision, last_fetch_time=s.last_fetch_time,
+                        last_error=s.last_error, conflict=s.conflict)
+            for pod, s in sorted(reports, key=lambda r: r[0])
+        ]
+    return SyncStatus(
+        revision=states[0].revision if len(revisions) == 1 else None,
+        remote_revision=max((s.remote_revision for s in states if s.remote_revision), default=None,
+                            key=lambda r: r or ""),
+        last_fetch_time=min(fetched) if fetched else None,
+        fetch_policy=git.fetch_policy,
+        last_error=errors[0] if errors else None,
+        degraded=any(s.degraded for s in states),
+        conflict=conflicts[0] if conflicts else None,
+        replicas=replicas,
+    )
+
+
+def storage_status(
+    name: str,
+    spec: FliptStorageSpec,
+    errors: Sequence[Problem],
+    warnings: Sequence[Problem],
+    servers: Sequence[str],
+    credential_ready: bool | None,
+    reports: Sequence[tuple[str, StorageSyncState]],
+) -> StatusDecision:
+    """`credential_ready`: None without a credentialRef. `reports`: (pod, state) from the sidecars."""
+    fields: dict[str, Any] = {"backend": spec.backend, "server": ", ".join(servers) or None}
+    managed = (CREDENTIALS_VALID, SYNCED, CONFLICT)
+    domain: list[ConditionSpec] = []
+    if spec.git is not None and spec.git.credential_ref is not None:
+        ref = spec.git.credential_ref.name
+        domain.append(
+            ConditionSpec(CREDENTIALS_VALID, True, "CredentialReady", f"FliptCredential {ref} is Ready.")
+            if credential_ready
+            else ConditionSpec(CREDENTIALS_VALID, False, "CredentialNotReady",
+                               f"FliptCredential {ref} is missing or not Ready: see its status.")
+        )
+    own = [p for p in errors if p.kind == "FliptStorage" and p.name == name]
+    if own:
+        return StatusDecision(Summary("stalled", own[0].reason, describe(own[0])), domain, managed, fields)
+
+    if spec.git is None:
+        note = [w for w in warnings if w.name == name]
+        if note:
+            return StatusDecision(Summary("ready", note[0].reason, describe(note[0])), domain, managed, fields)
+        used = f"used by {fields['server']}" if servers else "not used by any environment"
+        return StatusDecision(Summary("ready", "Valid", f"{spec.backend} storage, {used}."), domain, managed, fields)
+
+    sync = _sync_status(spec, reports)
+    fields["sync"] = sync.to_api()
+    if not reports:
+        domain.append(ConditionSpec(SYNCED, None, "NoSidecarReport",
+                                    "No git-sync sidecar has reported yet." if servers else
+                                    "No environment uses this storage, so nothing syncs it."))
+        return StatusDecision(Summary("ready", "Valid", "Configuration valid; waiting for the first sync report."),
+                              domain, managed, fields)
+    if sync.conflict:
+        c = sync.conflict
+        domain.append(ConditionSpec(CONFLICT, True, "LocalChangesConflict",
+                                    f"Local {c.local_revision[:12]} and remote {c.remote_revision[:12]} both changed "
+                                    f"{', '.join(c.files)}; local commits are kept and not pushed."))
+    else:
+        domain.append(ConditionSpec(CONFLICT, False, "NoConflict", ""))
+    states = [s for _, s in reports]
+    at_head = all(s.revision and s.revision == s.remote_revision and not s.ahead for s in states)
+    if sync.last_error:
+        domain.append(ConditionSpec(SYNCED, False, "FetchFailed", sync.last_error))
+        if spec.git.fetch_policy == "strict":
+            return StatusDecision(Summary("retrying", "FetchFailed", sync.last_error), domain, managed, fields)
+        served = sync.revision or "the last good state"
+        return StatusDecision(
+            Summary("ready", "Degraded", f"Serving {served[:12]} (lenient) while fetches fail: {sync.last_error}"),
+            domain, managed, fields,
+        )
+    if at_head:
+        domain.append(ConditionSpec(SYNCED, True, "Synced", f"Every replica serves {sync.revision}."))
+    else:
+        domain.append(ConditionSpec(SYNCED, False, "Behind", "Not every replica serves the remote head yet."))
+    if sync.conflict:
+        return StatusDecision(Summary("ready", "Conflict", domain[-2].message), domain, managed, fields)
+    return StatusDecision(Summary("ready", "Synced" if at_head else "Syncing",
+                                  f"Serving {sync.revision or 'nothing yet'}."), domain, managed, fields)
