@@ -17,12 +17,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dulwich.client import HTTPUnauthorized
 from dulwich.diff_tree import tree_changes
 from dulwich.errors import NotGitRepository
 from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.object_store import commit_tree_changes
+from dulwich.object_store import ObjectStoreGraphWalker, commit_tree_changes
 from dulwich.objects import Commit, Tree
 from dulwich.repo import Repo
 from dulwich.walk import Walker
@@ -56,6 +57,32 @@ def describe_error(exc: BaseException, secrets: list[str] | None = None) -> str:
         detail = str(exc).strip() or repr(exc)
         text = f"{type(exc).__name__}: {detail}" if type(exc).__module__.startswith("dulwich") else detail
     return scrub(" ".join(text.split()), secrets or [])
+
+
+class _BoundedHaves:
+    """Offers the server our heads and their nearest ancestors only.
+
+    dulwich's walker keeps offering every ancestor until the server says "ready", which on a
+    10,000-commit history means 10,000 "have" lines per poll. Our heads include the remote head
+    of the last fetch, which the server nearly always still has, so a few rounds are enough; in
+    the rare other case the server just sends a somewhat larger pack."""
+
+    MAX_HAVES = 256
+
+    def __init__(self, walker: ObjectStoreGraphWalker) -> None:
+        self._walker = walker
+        self._offered = 0
+
+    def next(self) -> bytes | None:
+        if self._offered >= self.MAX_HAVES:
+            return None
+        self._offered += 1
+        return self._walker.next()
+
+    __next__ = next
+
+    def __getattr__(self, name: str) -> Any:  # ack, nak, shallow, update_shallow, ...
+        return getattr(self._walker, name)
 
 
 @dataclass
@@ -197,7 +224,7 @@ class LocalRepository:
             access.client.fetch_pack(
                 access.path,
                 determine_wants,
-                self.repo.get_graph_walker(heads=self._known_heads()),
+                _BoundedHaves(self.repo.get_graph_walker(heads=self._known_heads())),
                 write_pack,
                 ref_prefix=[wanted_ref],
             )

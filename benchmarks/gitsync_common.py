@@ -1,0 +1,50 @@
+"""Shared pieces of the git-sync benchmarks: a git daemon and the sidecar as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.gitsync.conftest import Sidecar  # noqa: E402
+from tests.support.git_servers import GitDaemon, free_port  # noqa: E402
+
+
+def start_daemon(workdir: Path) -> GitDaemon:
+    root = workdir / "daemon-root"
+    root.mkdir()
+    port = free_port()
+    daemon = GitDaemon(root=root, base_url=f"git://127.0.0.1:{port}", port=port)
+    daemon.start()
+    return daemon
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="gitsync-bench-"))
+
+
+def storage(work: Path, name: str, remote: str, interval: str) -> dict[str, Any]:
+    return {"name": name, "remote": remote, "repositoryPath": str(work / "volume" / name), "pollInterval": interval}
+
+
+def status(sidecar: Sidecar) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.port}/status", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+__all__ = ["Sidecar", "os", "rss_mb", "start_daemon", "status", "storage", "workdir"]
