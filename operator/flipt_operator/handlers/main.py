@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
+import zlib
 from typing import Any
 
 import kopf
@@ -20,6 +22,8 @@ from .servers import Context, operator_defaults
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"
+# Set by main(): with a fixed list of namespaces, kopf needs no cluster-scoped reads.
+_FIXED_NAMESPACES = False
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -40,6 +44,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = int(os.environ.get("FLIPT_OPERATOR_WORKERS", "16"))
     settings.peering.name = os.environ.get("FLIPT_OPERATOR_PEERING", "flipt-operator")
     settings.peering.stealth = True
+    # Fixed namespaces: no namespace/CRD watches, so namespaced RBAC (Roles only) suffices.
+    settings.scanning.disabled = _FIXED_NAMESPACES
 
 
 @kopf.on.startup()
@@ -72,22 +78,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("FLIPT_OPERATOR_METRICS_PORT", "9090")))
     parser.add_argument("--peering", action="store_true", help="run with peering (several replicas, one active)")
-    parser.add_argument("--priority", type=int, default=int(os.environ.get("FLIPT_OPERATOR_PRIORITY", "0")))
+    parser.add_argument("--priority", type=priority, default=os.environ.get("FLIPT_OPERATOR_PRIORITY", "0"),
+                        help="peering priority, or `auto`: derived from the pod name (distinct per replica)")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("--verbose", action="store_true")
 
 
+def priority(value: str) -> int:
+    """An int, or `auto`: a stable number from $POD_NAME (or the host name), so replicas differ."""
+    if value != "auto":
+        return int(value)
+    name = os.environ.get("POD_NAME") or socket.gethostname()
+    return 1 + zlib.crc32(name.encode()) % 1_000_000_000
+
+
 def main(args: argparse.Namespace) -> int:
+    global _FIXED_NAMESPACES
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port)
-    namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n]
+    from_env = [n.strip() for n in os.environ.get("WATCH_NAMESPACES", "").split(",")]
+    namespaces = args.namespace or [n for n in from_env if n]
+    _FIXED_NAMESPACES = bool(namespaces) and not any(c in n for n in namespaces for c in "*?[!")
     kopf.run(
         standalone=not args.peering,
-        priority=args.priority,
+        priority=args.priority,  # argparse applied priority() to the default too
         namespaces=namespaces,
         clusterwide=not namespaces,
         liveness_endpoint=args.liveness or None,

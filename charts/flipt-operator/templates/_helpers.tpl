@@ -1,0 +1,86 @@
+{{- define "flipt-operator.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "flipt-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flipt-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flipt-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "flipt-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "flipt-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "flipt-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "flipt-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flipt-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flipt-operator.peering" -}}
+{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "flipt-operator.peeringName" -}}
+{{- default (include "flipt-operator.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/*
+What the operator does in a namespace it watches: exactly the verbs its code uses (see the
+chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (namespaced).
+*/}}
+{{- define "flipt-operator.namespacedRules" -}}
+# Our kinds: read and watch (kopf), patch (kopf's progress annotations).
+- apiGroups: ["flipt.io"]
+  resources: ["fliptcredentials", "fliptstorages", "fliptenvironments"]
+  verbs: ["get", "list", "watch", "patch"]
+# Their status subresource: conditions, observedGeneration, sync and database state.
+- apiGroups: ["flipt.io"]
+  resources: ["fliptcredentials/status", "fliptstorages/status", "fliptenvironments/status"]
+  verbs: ["patch"]
+# Secrets: validate credentials (get), hash what servers use (list), react to rotation (watch).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# One Event per condition change (ours and kopf's warnings).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# The children of each Flipt server.
+- apiGroups: [""]
+  resources: ["configmaps", "services", "serviceaccounts"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Database migration and import Jobs.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Finding the server pods whose git-sync sidecar /status is read.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+{{- end -}}
