@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: etcd for the local API server; Go and friends to build kube-apiserver
 # from Debian's source package; git (http-backend, daemon) and sshd for the git test servers.
-APT_PACKAGES=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev git openssh-server openssh-client dpkg-dev)
+APT_PACKAGES=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev git openssh-server openssh-client dpkg-dev openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -71,7 +71,8 @@ def start_operator(kubeconfig: Path, log_path: Path, *, extra_args: tuple[str, .
     log = open(log_path, "ab")
     process = subprocess.Popen(
         args, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})},
+        # Poll sidecars every second so sync state reaches status quickly in tests.
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), "FLIPT_OPERATOR_SYNC_POLL_SECONDS": "1", **(env or {})},
     )
     op = OperatorProcess(process, log_path, metrics_port, liveness_port)
 

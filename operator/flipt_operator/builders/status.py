@@ -93,7 +93,8 @@ def merge_conditions(
             "type": w.type,
             "status": w.status_text,
             "reason": w.reason,
-            "message": w.message,
+            # kube-apiserver 1.20 reads an empty string in a merge patch as null and refuses it.
+            "message": w.message or w.reason,
             "lastTransitionTime": _timestamp(now) if changed else old["lastTransitionTime"],
         }
         if generation is not None:

@@ -18,6 +18,11 @@ SERVER_AVAILABLE = "ServerAvailable"
 CREDENTIALS_VALID = "CredentialsValid"
 SYNCED = "Synced"
 CONFLICT = "Conflict"
+DATABASE_REACHABLE = "DatabaseReachable"
+MIGRATIONS_APPLIED = "MigrationsApplied"
+CACHE_READY = "CacheReady"
+IMPORTED = "Imported"
+DATABASE_CONDITIONS = (DATABASE_REACHABLE, MIGRATIONS_APPLIED, CACHE_READY, IMPORTED)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,16 @@ class StatusDecision:
     domain: list[ConditionSpec] = field(default_factory=list)
     managed: tuple[str, ...] = ()
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """What the database lifecycle (handlers/database.py) concluded for one database storage."""
+
+    summary: Summary
+    conditions: list[ConditionSpec] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    """status.database in its API form."""
 
 
 def describe(problem: Problem) -> str:
@@ -121,10 +136,12 @@ def storage_status(
     servers: Sequence[str],
     credential_ready: bool | None,
     reports: Sequence[tuple[str, StorageSyncState]],
+    database: DatabaseReport | None = None,
 ) -> StatusDecision:
-    """`credential_ready`: None without a credentialRef. `reports`: (pod, state) from the sidecars."""
+    """`credential_ready`: None without a credentialRef. `reports`: (pod, state) from the sidecars.
+    `database`: the database lifecycle's report, when a server uses this database storage."""
     fields: dict[str, Any] = {"backend": spec.backend, "server": ", ".join(servers) or None}
-    managed = (CREDENTIALS_VALID, SYNCED, CONFLICT)
+    managed = (CREDENTIALS_VALID, SYNCED, CONFLICT, *DATABASE_CONDITIONS)
     domain: list[ConditionSpec] = []
     if spec.git is not None and spec.git.credential_ref is not None:
         ref = spec.git.credential_ref.name
@@ -137,6 +154,14 @@ def storage_status(
     own = [p for p in errors if p.kind == "FliptStorage" and p.name == name]
     if own:
         return StatusDecision(Summary("stalled", own[0].reason, describe(own[0])), domain, managed, fields)
+
+    if database is not None:
+        fields["database"] = database.fields
+        note = [w for w in warnings if w.name == name]
+        summary = database.summary
+        if summary.phase == "ready" and note:
+            summary = Summary("ready", note[0].reason, describe(note[0]))
+        return StatusDecision(summary, [*domain, *database.conditions], managed, fields)
 
     if spec.git is None:
         note = [w for w in warnings if w.name == name]
@@ -159,7 +184,7 @@ def storage_status(
                                     f"Local {c.local_revision[:12]} and remote {c.remote_revision[:12]} both changed "
                                     f"{', '.join(c.files)}; local commits are kept and not pushed."))
     else:
-        domain.append(ConditionSpec(CONFLICT, False, "NoConflict", ""))
+        domain.append(ConditionSpec(CONFLICT, False, "NoConflict", "No local change conflicts with the remote."))
     states = [s for _, s in reports]
     at_head = all(s.revision and s.revision == s.remote_revision and not s.ahead for s in states)
     if sync.last_error:

@@ -82,5 +82,5 @@ async def sync_poller(ctx: Context) -> None:
                     if ctx.reports.replace_namespace(namespace, reports):
                         await asyncio.to_thread(request, ctx, namespace)
                 except Exception as exc:  # noqa: BLE001 - the poller must outlive any one failure
-                    log.warning("sync poll of %s failed: %s", namespace, type(exc).__name__)
+                    log.warning("sync poll of %s failed: %s %s", namespace, type(exc).__name__, getattr(exc, "body", ""))
             await asyncio.sleep(POLL_SECONDS)
