@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from flipt_operator.devcluster.build import build_apiserver
+from flipt_operator.devcluster.build import BuildError, build_apiserver
 from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
 from flipt_operator.devcluster.tools import ensure_kubectl
 
@@ -81,6 +81,20 @@ def _existing_kubeconfig() -> Path:
     return path
 
 
+_build_error: list[str] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build kube-apiserver (first time only, 3-5 min) before any test runs, outside per-test timeouts."""
+    if os.environ.get(USE_EXISTING_ENV) == "1" or session.config.option.collectonly:
+        return
+    if any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            build_apiserver()  # a no-op when cached
+        except BuildError as exc:
+            _build_error.append(str(exc))
+
+
 @pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     kubectl = ensure_kubectl()
@@ -91,7 +105,8 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         yield KubeCluster(kubeconfig=kubeconfig, api_client=api, kubectl_path=kubectl, crds=crds)
         api.close()
         return
-    build_apiserver()  # no-op when cached
+    if _build_error:
+        pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
     with LocalCluster() as local:
         assert local.kubeconfig is not None
         api = local.api_client()
