@@ -24,8 +24,11 @@ echo "run: operator pid $OPERATOR_PID, JSON logs in $LOG"
 
 "$KUBECTL" create namespace flipt-examples --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" apply -n flipt-examples -f examples/
-"$KUBECTL" wait -n flipt-examples --for=condition=Ready fliptcredential --all --timeout=60s
-sleep 2
+"$KUBECTL" wait -n flipt-examples --for=condition=Ready fliptcredential,fliptstorage --all --timeout=60s
+"$KUBECTL" wait -n flipt-examples --for=jsonpath='{.status.observedGeneration}'=1 fliptenvironment --all --timeout=60s
 "$KUBECTL" get flipt -n flipt-examples -o wide
+"$KUBECTL" get deployment,service,configmap -n flipt-examples -l app.kubernetes.io/managed-by=flipt-operator
+echo "run: on the local API server no controllers run, so the server's pods never start and the"
+echo "run: environments wait for the Deployment (Ready=False, RolloutPending). On a real cluster they become Ready."
 echo "run: the operator keeps running; Ctrl-C stops it."
 wait $OPERATOR_PID
