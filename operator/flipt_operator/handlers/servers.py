@@ -28,7 +28,8 @@ from ..models.plan import OperatorDefaults, Problem
 from ..models.storage import FliptStorageSpec
 from ..models.sync import StorageSyncState
 from ..rules.servers import CredentialState, plan_servers
-from ..builders.status_decisions import deployment_availability, environment_status, storage_status
+from ..builders.status_decisions import StatusDecision, deployment_availability, environment_status, storage_status
+from .database import DatabaseGate, database_gate
 from .metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
 from .reporting import write_status
 
@@ -131,6 +132,8 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
         )
 
         env_by_name = {e["metadata"]["name"]: e for e in environments}
+        storage_by_name = {s["metadata"]["name"]: s for s in storages}
+        gates: dict[str, DatabaseGate] = {}
         deployments: dict[str, dict | None] = {}
         hashes: dict[str, str] = {}
         for server, result in results.items():
@@ -146,6 +149,13 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
             owners = _owner_references([env_by_name[e] for e in result.environments],
                                        plan.default_environment.name)
             for manifest in manifests.all():
+                if manifest["kind"] == "Deployment" and plan.database is not None:
+                    # The database lifecycle decides whether the Deployment may change now.
+                    gate = database_gate(ctx, namespace, storage_by_name[plan.database.name], plan,
+                                         kube.read_child("Deployment", namespace, server))
+                    gates[server] = gate
+                    if gate.hold:
+                        continue
                 manifest["metadata"]["namespace"] = namespace
                 manifest["metadata"]["ownerReferences"] = owners
                 outcome = kube.apply(manifest)
@@ -186,6 +196,9 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
                     storage_spec.backend if storage_spec else ("memory" if not spec.storage else None),
                     revision, hashes.get(spec.server),
                 )
+                gate = gates.get(spec.server)
+                if gate is not None and gate.environment is not None:
+                    decision = StatusDecision(gate.environment, decision.domain, decision.managed, decision.fields)
             write_status(kube, ENVIRONMENT, env, summary=decision.summary, domain=decision.domain,
                          managed=decision.managed, fields=decision.fields)
 
@@ -204,8 +217,11 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
             cred_ready = (cred_states[ref].ready if ref in cred_states else False) if ref else None
             errors = [p for p in all_errors if p.kind == STORAGE.kind and p.name == name]
             warnings = [p for p in all_warnings if p.kind == STORAGE.kind and p.name == name]
-            decision = storage_status(name, spec, errors, warnings, sorted(set(storage_servers.get(name, []))),
-                                      cred_ready, ctx.reports.for_storage(namespace, name))
+            users = sorted(set(storage_servers.get(name, [])))
+            gate = next((gates[s] for s in users if s in gates), None)
+            decision = storage_status(name, spec, errors, warnings, users, cred_ready,
+                                      ctx.reports.for_storage(namespace, name),
+                                      gate.report if gate is not None else None)
             write_status(kube, STORAGE, storage, summary=decision.summary, domain=decision.domain,
                          managed=decision.managed, fields=decision.fields)
         RECONCILES.labels("Namespace", "done").inc()
