@@ -388,3 +388,27 @@ def test_invalid_import_document_is_stalled_with_the_line_and_nothing_runs(
     assert "/import/features.yaml" in job.spec.template.spec.containers[0].command
     finish_job(api, namespace, job.metadata.name)
     wait_condition(api, namespace, "FliptStorage", "db", "Imported", "True", "Imported")
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+
+def test_sqlite_is_not_checked_from_the_operator_and_migrated_by_a_job_first(kube_cluster, operator, namespace):
+    api = kube_cluster.api_client
+    make_server(api, namespace, {"url": "file:/var/opt/flipt/flipt.db", "claimName": "flipt-data",
+                                 "migrations": {"backup": {"enabled": True}}})
+    storage = wait_condition(api, namespace, "FliptStorage", "db", "DatabaseReachable", "Unknown",
+                             "NotCheckedFromOperator")
+    assert "flipt-data" in condition(storage, "DatabaseReachable")["message"]
+    job = wait_for(lambda: one_job(api, namespace), message="migration Job for SQLite")
+    claims = [v.persistent_volume_claim.claim_name for v in job.spec.template.spec.volumes
+              if v.persistent_volume_claim]
+    assert claims == ["flipt-data"]
+    storage = wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "False", "MigrationRunning")
+    assert storage["status"]["database"]["lastMigration"]["backupPath"] == \
+        f"/var/opt/flipt/backups/{job.metadata.name}.db"
+    assert deployment(api, namespace) is None
+    finish_job(api, namespace, job.metadata.name)
+    dep = wait_for(lambda: deployment(api, namespace), message="server after the SQLite migration")
+    assert dep.spec.strategy.type == "Recreate"
+    assert [j.metadata.name for j in jobs(api, namespace)] == [job.metadata.name]
