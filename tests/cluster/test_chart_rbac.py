@@ -1,0 +1,256 @@
+"""The Helm chart installed into the real API server, and the operator running as the chart's
+ServiceAccount (not admin): its RBAC is exactly enough for the main scenarios, a namespaced
+release needs nothing cluster-wide, and a missing permission is a clear error, not a hang.
+
+No kube-controller-manager runs here, so the chart's own Deployment never gets pods: each
+test runs `flipt-operator run` locally with the ServiceAccount's token instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from flipt_operator.devcluster.tools import ensure_helm
+from tests.support.deployments import mark_available
+from tests.support.kube_objects import condition, condition_is, create_custom, get_custom, put_secret
+from tests.support.operator_fixtures import OperatorProcess, start_operator
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "flipt-operator"
+FORBIDDEN_HINTS = ("forbidden", "Forbidden", "Not enough permissions", "(403)")
+
+
+def _running_operators() -> list[int]:
+    """Pids of `flipt-operator run` processes this test process started (the session fixture's)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"flipt_operator" in cmdline and b"run" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_admin_operator() -> Iterator[None]:
+    """The suite's admin operator (session fixture `operator`) must not do the work for ours:
+    if an earlier module started it, pause it for this module and resume it afterwards."""
+    paused = _running_operators()
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    yield
+    for pid in paused:
+        os.kill(pid, signal.SIGCONT)
+
+
+def helm(kube_cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([str(ensure_helm()), "--kubeconfig", str(kube_cluster.kubeconfig), *args],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def make_namespace(api, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"flipt-operator/test": "true"})))
+    return name
+
+
+def install(kube_cluster, *sets: str) -> tuple[str, str]:
+    """helm install a release; returns (release namespace, ServiceAccount name)."""
+    release = f"fo-{uuid.uuid4().hex[:6]}"
+    ns = f"{release}-system"
+    # --force-conflicts: the suite applied crds/ itself first; Helm 4 server-side applies them again.
+    args = ["install", release, str(CHART), "--namespace", ns, "--create-namespace", "--force-conflicts"]
+    for s in sets:
+        args += ["--set", s]
+    helm(kube_cluster, *args)
+    return ns, f"{release}-flipt-operator"
+
+
+def can_i(kube_cluster, ns: str, sa: str, *args: str) -> bool:
+    out = kube_cluster.kubectl("auth", "can-i", *args, f"--as=system:serviceaccount:{ns}:{sa}")
+    return out.stdout.strip() == "yes"
+
+
+def run_as(kube_cluster, tmp_path: Path, ns: str, sa: str, **env: str) -> OperatorProcess:
+    token = kube_cluster.token_for_service_account(ns, sa)
+    kubeconfig = kube_cluster.kubeconfig_for_token(token, tmp_path / f"kubeconfig-{sa}")
+    return start_operator(kubeconfig, tmp_path / f"operator-{sa}.log", env=env)
+
+
+def deployment(api, ns, name):
+    try:
+        return client.AppsV1Api(api).read_namespaced_deployment(name, ns)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def wait_condition(api, ns, kind, name, type_, status, reason=None, timeout=30):
+    return wait_for(lambda: condition_is(api, ns, kind, name, type_, status, reason), timeout=timeout,
+                    message=f"{kind}/{name} {type_}={status} {reason or ''}")
+
+
+def main_scenarios(kube_cluster, ns: str) -> None:
+    """What the cluster suite checks, in one pass: credentials, servers, rotation, removal."""
+    api = kube_cluster.api_client
+    # A credential validates its Secret and re-validates on rotation.
+    create_custom(api, ns, "FliptCredential", "repo", {"type": "accessToken", "secretRef": {"name": "repo-token"}})
+    wait_condition(api, ns, "FliptCredential", "repo", "Ready", "False", "SecretNotFound")
+    put_secret(api, ns, "repo-token", {"token": "t0ken"})
+    wait_condition(api, ns, "FliptCredential", "repo", "Ready", "True")
+    # Memory storage and two environments: one server, Ready once available.
+    create_custom(api, ns, "FliptStorage", "flags", {"memory": {}})
+    create_custom(api, ns, "FliptEnvironment", "production",
+                  {"storage": "flags", "default": True, "directory": "production"})
+    create_custom(api, ns, "FliptEnvironment", "staging", {"storage": "flags", "directory": "staging"})
+    wait_for(lambda: sorted(o.name for o in deployment(api, ns, "flipt").metadata.owner_references)
+             == ["production", "staging"], message="Deployment flipt owned by both environments")
+    core = client.CoreV1Api(api)
+    core.read_namespaced_service("flipt", ns)
+    core.read_namespaced_config_map("flipt-config", ns)
+    core.read_namespaced_service_account("flipt", ns)
+    wait_condition(api, ns, "FliptEnvironment", "production", "Ready", "False")
+    mark_available(api, ns, "flipt")  # the Deployment controller's part; the watch brings it back
+    wait_condition(api, ns, "FliptEnvironment", "production", "Ready", "True")
+    wait_condition(api, ns, "FliptStorage", "flags", "Ready", "True")
+    out = kube_cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "fenv", "--all", "--timeout=30s")
+    assert out.returncode == 0, out.stderr
+    # Git storage with the credential: a second server with the git-sync sidecar; rotation rolls it.
+    create_custom(api, ns, "FliptStorage", "repo",
+                  {"git": {"remote": "https://git.example.com/flags.git", "credentialRef": {"name": "repo"}}})
+    create_custom(api, ns, "FliptEnvironment", "gitops", {"storage": "repo", "default": True, "server": "gitops"})
+    dep = wait_for(lambda: deployment(api, ns, "gitops"), message="Deployment gitops")
+    pod = dep.spec.template.spec
+    assert "git-sync" in [c.name for c in [*(pod.init_containers or []), *pod.containers]]
+    before = dep.spec.template.metadata.annotations["flipt.io/config-hash"]
+    put_secret(api, ns, "repo-token", {"token": "r0tated"})
+    wait_for(lambda: deployment(api, ns, "gitops").spec.template.metadata.annotations["flipt.io/config-hash"]
+             != before, message="pods rolled after the Secret rotation")
+    # Invalid references stall with the field named.
+    create_custom(api, ns, "FliptEnvironment", "broken", {"storage": "nope", "default": True, "server": "broken"})
+    env = wait_condition(api, ns, "FliptEnvironment", "broken", "Stalled", "True", "StorageNotFound")
+    assert "spec.storage" in condition(env, "Ready")["message"]
+    # The last environment of a server gone: the operator deletes the server's objects.
+    client.CustomObjectsApi(api).delete_namespaced_custom_object("flipt.io", "v1alpha1", ns,
+                                                                 "fliptenvironments", "gitops")
+    wait_for(lambda: deployment(api, ns, "gitops") is None, message="server gitops removed")
+    wait_for(lambda: not core.list_namespaced_service(
+        ns, label_selector="app.kubernetes.io/instance=gitops").items, message="Service gitops removed")
+    # Events were posted (create events).
+    assert client.CoreV1Api(api).list_namespaced_event(ns).items
+
+
+def assert_no_permission_errors(op: OperatorProcess) -> None:
+    logs = op.logs()
+    for hint in FORBIDDEN_HINTS:
+        lines = [line for line in logs.splitlines() if hint in line]
+        assert not lines, f"{hint!r} in the operator log:\n" + "\n".join(lines[:5])
+
+
+def test_cluster_wide_release_runs_the_scenarios_as_its_service_account(kube_cluster, tmp_path):
+    ns, sa = install(kube_cluster)
+    docs = json.loads(kube_cluster.kubectl("get", "clusterrole", sa, "-o", "json", check=True).stdout)
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in docs["rules"])
+    # Least privilege, checked by the API server's own authorizer.
+    assert can_i(kube_cluster, ns, sa, "watch", "secrets", "-A")
+    assert not can_i(kube_cluster, ns, sa, "create", "secrets", "-n", "default")
+    assert not can_i(kube_cluster, ns, sa, "delete", "fliptenvironments.flipt.io", "-n", "default")
+    assert not can_i(kube_cluster, ns, sa, "create", "rolebindings.rbac.authorization.k8s.io", "-n", "default")
+    assert not can_i(kube_cluster, ns, sa, "list", "namespaces")
+    assert not can_i(kube_cluster, ns, sa, "create", "pods", "-n", "default")
+    work = make_namespace(kube_cluster.api_client, "rbac-cw")
+    op = run_as(kube_cluster, tmp_path, ns, sa)
+    try:
+        main_scenarios(kube_cluster, work)
+    finally:
+        op.stop()
+    assert_no_permission_errors(op)
+
+
+def test_namespaced_release_needs_nothing_cluster_wide(kube_cluster, tmp_path):
+    api = kube_cluster.api_client
+    watched, other = make_namespace(api, "rbac-ns"), make_namespace(api, "rbac-other")
+    ns, sa = install(kube_cluster, f"watchNamespaces={{{watched}}}")
+    assert kube_cluster.kubectl("get", "clusterrole", sa).returncode != 0  # no cluster-wide role at all
+    assert can_i(kube_cluster, ns, sa, "patch", "deployments.apps", "-n", watched)
+    assert not can_i(kube_cluster, ns, sa, "get", "secrets", "-n", other)
+    assert not can_i(kube_cluster, ns, sa, "list", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can_i(kube_cluster, ns, sa, "list", "namespaces")
+    # As the chart's Deployment runs it: the namespaces from WATCH_NAMESPACES.
+    op = run_as(kube_cluster, tmp_path, ns, sa, WATCH_NAMESPACES=watched)
+    try:
+        main_scenarios(kube_cluster, watched)
+        create_custom(api, other, "FliptEnvironment", "ignored", {})
+        time.sleep(3)
+        assert deployment(api, other, "flipt") is None  # not ours to watch
+        assert "status" not in get_custom(api, other, "FliptEnvironment", "ignored")
+    finally:
+        op.stop()
+    assert_no_permission_errors(op)  # scanning is off: no namespace or CRD watches were tried
+
+
+def test_a_removed_permission_is_a_clear_error_not_a_hang(kube_cluster, tmp_path):
+    api = kube_cluster.api_client
+    watched = make_namespace(api, "rbac-deny")
+    ns, sa = install(kube_cluster, f"watchNamespaces={{{watched}}}")
+    # The chart's Role, minus `services`, bound to a second ServiceAccount.
+    role = json.loads(kube_cluster.kubectl("get", "role", sa, "-n", watched, "-o", "json", check=True).stdout)
+    for rule in role["rules"]:
+        rule["resources"] = [r for r in rule["resources"] if r != "services"]
+    limited = f"{sa}-limited"
+    manifests = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": limited, "namespace": ns}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": limited, "namespace": watched}, "rules": role["rules"]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": limited, "namespace": watched},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": limited},
+         "subjects": [{"kind": "ServiceAccount", "name": limited, "namespace": ns}]},
+    ]
+    kube_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests), check=True)
+    assert not can_i(kube_cluster, ns, limited, "create", "services", "-n", watched)
+    op = run_as(kube_cluster, tmp_path, ns, limited, WATCH_NAMESPACES=watched)
+    try:
+        create_custom(api, watched, "FliptEnvironment", "production", {"default": True})
+        started = time.monotonic()
+        refused = re.compile(r'is forbidden: User "([^"]+)" cannot (get|create) resource "services"')
+        found = wait_for(lambda: refused.search(op.logs().replace("\\", "")), timeout=30,
+                         message="the forbidden resource named in the operator log")
+        assert time.monotonic() - started < 30
+        assert found.group(1) == f"system:serviceaccount:{ns}:{limited}"  # who was refused
+        # kopf keeps the handler's last error on the object too (`kubectl get -o yaml` shows it).
+        progress = wait_for(lambda: get_custom(api, watched, "FliptEnvironment", "production")["metadata"]
+                            .get("annotations", {}).get("operator.flipt.io/environment_changed"),
+                            timeout=15, message="kopf's progress annotation with the error")
+        assert refused.search(progress.replace("\\", "")), progress
+        # Nothing pretends to be fine: the environment is not Ready and no server runs.
+        env = get_custom(api, watched, "FliptEnvironment", "production")
+        ready = condition(env, "Ready")
+        assert ready is None or ready["status"] != "True"
+        assert deployment(api, watched, "flipt") is None
+        assert op.process.poll() is None  # the operator keeps running (and retrying)
+    finally:
+        op.stop()
