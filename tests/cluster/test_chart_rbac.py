@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 
 from flipt_operator.devcluster.tools import ensure_helm
-from tests.support.deployments import mark_available
+from tests.support.deployments import mark_available, read_deployment
 from tests.support.kube_objects import condition, condition_is, create_custom, get_custom, put_secret
 from tests.support.operator_fixtures import OperatorProcess, start_operator
 from tests.support.waiting import wait_for
@@ -99,17 +99,9 @@ def run_as(kube_cluster, tmp_path: Path, ns: str, sa: str, **env: str) -> Operat
     return start_operator(kubeconfig, tmp_path / f"operator-{sa}.log", env=env)
 
 
-def deployment(api, ns, name):
-    try:
-        return client.AppsV1Api(api).read_namespaced_deployment(name, ns)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def wait_condition(api, ns, kind, name, type_, status, reason=None, timeout=30):
-    return wait_for(lambda: condition_is(api, ns, kind, name, type_, status, reason), timeout=timeout,
+def until(api, ns, kind, name, type_, status, reason=None):
+    """Wait for a condition the way `kubectl wait` would."""
+    return wait_for(lambda: condition_is(api, ns, kind, name, type_, status, reason), timeout=30,
                     message=f"{kind}/{name} {type_}={status} {reason or ''}")
 
 
@@ -118,45 +110,45 @@ def main_scenarios(kube_cluster, ns: str) -> None:
     api = kube_cluster.api_client
     # A credential validates its Secret and re-validates on rotation.
     create_custom(api, ns, "FliptCredential", "repo", {"type": "accessToken", "secretRef": {"name": "repo-token"}})
-    wait_condition(api, ns, "FliptCredential", "repo", "Ready", "False", "SecretNotFound")
+    until(api, ns, "FliptCredential", "repo", "Ready", "False", "SecretNotFound")
     put_secret(api, ns, "repo-token", {"token": "t0ken"})
-    wait_condition(api, ns, "FliptCredential", "repo", "Ready", "True")
+    until(api, ns, "FliptCredential", "repo", "Ready", "True")
     # Memory storage and two environments: one server, Ready once available.
     create_custom(api, ns, "FliptStorage", "flags", {"memory": {}})
     create_custom(api, ns, "FliptEnvironment", "production",
                   {"storage": "flags", "default": True, "directory": "production"})
     create_custom(api, ns, "FliptEnvironment", "staging", {"storage": "flags", "directory": "staging"})
-    wait_for(lambda: sorted(o.name for o in deployment(api, ns, "flipt").metadata.owner_references)
+    wait_for(lambda: sorted(o.name for o in read_deployment(api, ns, "flipt").metadata.owner_references)
              == ["production", "staging"], message="Deployment flipt owned by both environments")
     core = client.CoreV1Api(api)
     core.read_namespaced_service("flipt", ns)
     core.read_namespaced_config_map("flipt-config", ns)
     core.read_namespaced_service_account("flipt", ns)
-    wait_condition(api, ns, "FliptEnvironment", "production", "Ready", "False")
+    until(api, ns, "FliptEnvironment", "production", "Ready", "False")
     mark_available(api, ns, "flipt")  # the Deployment controller's part; the watch brings it back
-    wait_condition(api, ns, "FliptEnvironment", "production", "Ready", "True")
-    wait_condition(api, ns, "FliptStorage", "flags", "Ready", "True")
+    until(api, ns, "FliptEnvironment", "production", "Ready", "True")
+    until(api, ns, "FliptStorage", "flags", "Ready", "True")
     out = kube_cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "fenv", "--all", "--timeout=30s")
     assert out.returncode == 0, out.stderr
     # Git storage with the credential: a second server with the git-sync sidecar; rotation rolls it.
     create_custom(api, ns, "FliptStorage", "repo",
                   {"git": {"remote": "https://git.example.com/flags.git", "credentialRef": {"name": "repo"}}})
     create_custom(api, ns, "FliptEnvironment", "gitops", {"storage": "repo", "default": True, "server": "gitops"})
-    dep = wait_for(lambda: deployment(api, ns, "gitops"), message="Deployment gitops")
+    dep = wait_for(lambda: read_deployment(api, ns, "gitops"), message="Deployment gitops")
     pod = dep.spec.template.spec
     assert "git-sync" in [c.name for c in [*(pod.init_containers or []), *pod.containers]]
     before = dep.spec.template.metadata.annotations["flipt.io/config-hash"]
     put_secret(api, ns, "repo-token", {"token": "r0tated"})
-    wait_for(lambda: deployment(api, ns, "gitops").spec.template.metadata.annotations["flipt.io/config-hash"]
+    wait_for(lambda: read_deployment(api, ns, "gitops").spec.template.metadata.annotations["flipt.io/config-hash"]
              != before, message="pods rolled after the Secret rotation")
     # Invalid references stall with the field named.
     create_custom(api, ns, "FliptEnvironment", "broken", {"storage": "nope", "default": True, "server": "broken"})
-    env = wait_condition(api, ns, "FliptEnvironment", "broken", "Stalled", "True", "StorageNotFound")
+    env = until(api, ns, "FliptEnvironment", "broken", "Stalled", "True", "StorageNotFound")
     assert "spec.storage" in condition(env, "Ready")["message"]
     # The last environment of a server gone: the operator deletes the server's objects.
     client.CustomObjectsApi(api).delete_namespaced_custom_object("flipt.io", "v1alpha1", ns,
                                                                  "fliptenvironments", "gitops")
-    wait_for(lambda: deployment(api, ns, "gitops") is None, message="server gitops removed")
+    wait_for(lambda: read_deployment(api, ns, "gitops") is None, message="server gitops removed")
     wait_for(lambda: not core.list_namespaced_service(
         ns, label_selector="app.kubernetes.io/instance=gitops").items, message="Service gitops removed")
     # Events were posted (create events).
@@ -205,7 +197,7 @@ def test_namespaced_release_needs_nothing_cluster_wide(kube_cluster, tmp_path):
         main_scenarios(kube_cluster, watched)
         create_custom(api, other, "FliptEnvironment", "ignored", {})
         time.sleep(3)
-        assert deployment(api, other, "flipt") is None  # not ours to watch
+        assert read_deployment(api, other, "flipt") is None  # not ours to watch
         assert "status" not in get_custom(api, other, "FliptEnvironment", "ignored")
     finally:
         op.stop()
@@ -250,7 +242,7 @@ def test_a_removed_permission_is_a_clear_error_not_a_hang(kube_cluster, tmp_path
         env = get_custom(api, watched, "FliptEnvironment", "production")
         ready = condition(env, "Ready")
         assert ready is None or ready["status"] != "True"
-        assert deployment(api, watched, "flipt") is None
+        assert read_deployment(api, watched, "flipt") is None
         assert op.process.poll() is None  # the operator keeps running (and retrying)
     finally:
         op.stop()

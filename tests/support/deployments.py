@@ -17,3 +17,13 @@ def mark_available(api: client.ApiClient, namespace: str, name: str) -> None:
                         "message": "Deployment has minimum availability."}],
     }
     apps.patch_namespaced_deployment_status(name, namespace, {"status": status})
+
+
+def read_deployment(api: client.ApiClient, namespace: str, name: str) -> client.V1Deployment | None:
+    """The Deployment, or None when it does not exist."""
+    try:
+        return client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
