@@ -150,7 +150,8 @@ def test_unreachable_database_holds_the_server_and_retries(kube_cluster, operato
     client.CoreV1Api(api).read_namespaced_service("flipt", namespace)
 
 
-def test_missing_database_is_stalled_with_the_create_command(kube_cluster, operator, namespace):
+def test_missing_database_is_stalled_with_the_create_command_and_heals_once_created(
+        kube_cluster, operator, namespace, tmp_path):
     api = kube_cluster.api_client
     name = f"flipt_missing_{uuid.uuid4().hex[:6]}"
     make_server(api, namespace, {"url": pg_url(name)})
@@ -158,6 +159,21 @@ def test_missing_database_is_stalled_with_the_create_command(kube_cluster, opera
     message = condition(storage, "DatabaseReachable")["message"]
     assert f'CREATE DATABASE "{name}" OWNER "postgres";' in message
     assert deployment(api, namespace) is None
+    # Nothing in Kubernetes changes when the database is created: the periodic re-check sees it.
+    recheck = start_operator(kube_cluster.kubeconfig, tmp_path / "recheck.log", extra_args=("-n", namespace),
+                             env={"FLIPT_OPERATOR_DATABASE_RECHECK_SECONDS": "1"})
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        wait_condition(api, namespace, "FliptStorage", "db", "DatabaseReachable", "True", "Reachable")
+        wait_for(lambda: deployment(api, namespace), message="server on the new, empty database")
+        assert jobs(api, namespace) == []  # an empty database is migrated by Flipt itself
+    finally:
+        recheck.stop()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def test_wrong_password_is_scrubbed_everywhere(kube_cluster, operator, namespace):
