@@ -428,3 +428,19 @@ def test_sqlite_is_not_checked_from_the_operator_and_migrated_by_a_job_first(kub
     dep = wait_for(lambda: deployment(api, namespace), message="server after the SQLite migration")
     assert dep.spec.strategy.type == "Recreate"
     assert [j.metadata.name for j in jobs(api, namespace)] == [job.metadata.name]
+
+
+def test_import_that_cannot_be_built_is_stalled_naming_the_field(kube_cluster, operator, namespace, pg_database):
+    api = kube_cluster.api_client
+    name, engine = pg_database
+    set_schema(engine, 16)
+    good = "version: \"1.4\"\nnamespace: default\nflags:\n  - key: a\n    name: A\n    type: BOOLEAN_FLAG_TYPE\n"
+    client.CoreV1Api(api).create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="flags"), data={"features.yaml": good}))
+    make_server(api, namespace, {"url": pg_url(name), "migrations": {"backup": {"enabled": True}},
+                                 "import": {"configMapRef": {"name": "flags", "key": "features.yaml"}}})
+    storage = wait_condition(api, namespace, "FliptStorage", "db", "Imported", "False", "InvalidImportSpec")
+    assert "backup.claimName" in condition(storage, "Imported")["message"]
+    assert condition(storage, "Stalled")["status"] == "True"
+    assert jobs(api, namespace, "import") == []
+    wait_for(lambda: deployment(api, namespace), message="the import never holds the server")

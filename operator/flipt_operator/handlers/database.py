@@ -397,13 +397,18 @@ def _imports_after(ctx, namespace, storage_obj, plan, parsed, cache, out, status
                               f"{validation.message()}; imported once the schema is migrated."))
         return done()
     digest = content_hash(text)
-    planned = build_import_job(
-        storage_name=name, namespace=namespace, image=plan.image, database=db, dialect=parsed.dialect,
-        config_map_name=config_map_name(plan.name), content_hash=digest, config_key=CONFIG_KEY,
-        sqlite_path=parsed.database if parsed.is_sqlite else None,
-        options=JobOptions(env=flipt_env(plan), owner_references=_owner(storage_obj),
-                           service_account_name=plan.name),
-    )
+    try:
+        planned = build_import_job(
+            storage_name=name, namespace=namespace, image=plan.image, database=db, dialect=parsed.dialect,
+            config_map_name=config_map_name(plan.name), content_hash=digest, config_key=CONFIG_KEY,
+            sqlite_path=parsed.database if parsed.is_sqlite else None,
+            options=JobOptions(env=flipt_env(plan), owner_references=_owner(storage_obj),
+                               service_account_name=plan.name),
+        )
+    except JobBuildError as exc:
+        out.add(ConditionSpec(IMPORTED, False, "InvalidImportSpec", str(exc)))
+        out.state("stalled", "InvalidImportSpec", str(exc))
+        return done()
     job = ctx.kube.read_child("Job", namespace, planned.name) or _create_job(ctx, planned)
     result, failure = _job_result(job)
     if result == "Running":
