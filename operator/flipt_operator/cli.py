@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("flipt_operator.handlers.main", "run the operator (kopf) against the current kubeconfig"),
     "git-sync": ("flipt_operator.gitsync.main", "run the git-sync sidecar"),
     "crds": ("flipt_operator.builders.crd_cli", "generate crds/*.yaml from the models"),
+    "docs": ("flipt_operator.builders.reference_docs", "generate docs/reference/<kind>.md from the models"),
     "dev-cluster": ("flipt_operator.devcluster.main", "build and run a local kube-apiserver + etcd"),
 }
 
