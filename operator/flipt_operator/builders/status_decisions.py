@@ -128,6 +128,26 @@ def _sync_status(spec: FliptStorageSpec, reports: Sequence[tuple[str, StorageSyn
     )
 
 
+def _unchanged_sync(previous: dict[str, Any], domain: list[ConditionSpec], managed: tuple[str, ...],
+                    fields: dict[str, Any]) -> StatusDecision:
+    """The sync part of the status exactly as it stands."""
+    old = {c["type"]: c for c in previous.get("conditions") or []}
+    for type_ in (CONFLICT, SYNCED):
+        if type_ in old:
+            c = old[type_]
+            status = {"True": True, "False": False}.get(c["status"])
+            domain.append(ConditionSpec(type_, status, c["reason"], c.get("message", "")))
+    fields["sync"] = previous["sync"]
+    ready = old.get("Ready")
+    if ready is None:
+        summary = Summary("progressing", "AwaitingSyncReport", "Waiting for the sidecars' first report.")
+    elif ready["status"] == "True":
+        summary = Summary("ready", ready["reason"], ready.get("message", ""))
+    else:
+        summary = Summary("retrying", ready["reason"], ready.get("message", ""))
+    return StatusDecision(summary, domain, managed, fields)
+
+
 def storage_status(
     name: str,
     spec: FliptStorageSpec,
@@ -135,10 +155,13 @@ def storage_status(
     warnings: Sequence[Problem],
     servers: Sequence[str],
     credential_ready: bool | None,
-    reports: Sequence[tuple[str, StorageSyncState]],
+    reports: Sequence[tuple[str, StorageSyncState]] | None,
     database: DatabaseReport | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> StatusDecision:
-    """`credential_ready`: None without a credentialRef. `reports`: (pod, state) from the sidecars.
+    """`credential_ready`: None without a credentialRef. `reports`: (pod, state) from the sidecars,
+    None when they have not been read yet (after a restart): then `previous` (the status as it
+    stands) keeps its sync state rather than forgetting it.
     `database`: the database lifecycle's report, when a server uses this database storage."""
     fields: dict[str, Any] = {"backend": spec.backend, "server": ", ".join(servers) or None}
     managed = (CREDENTIALS_VALID, SYNCED, CONFLICT, *DATABASE_CONDITIONS)
@@ -170,6 +193,9 @@ def storage_status(
         used = f"used by {fields['server']}" if servers else "not used by any environment"
         return StatusDecision(Summary("ready", "Valid", f"{spec.backend} storage, {used}."), domain, managed, fields)
 
+    if reports is None and previous and previous.get("sync"):
+        return _unchanged_sync(previous, domain, managed, fields)
+    reports = reports or []
     sync = _sync_status(spec, reports)
     fields["sync"] = sync.to_api()
     if not reports:

@@ -41,6 +41,18 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409
 
 
+def api_error_text(exc: BaseException) -> str:
+    """What the API server said (e.g. `services is forbidden: User ... cannot create ...`),
+    else the exception's type. Never the request: an API message names objects, not values."""
+    if isinstance(exc, ApiException):
+        try:
+            message = json.loads(exc.body or "{}").get("message")
+        except (ValueError, AttributeError):
+            message = None
+        return f"{exc.status} {message or exc.reason}"
+    return type(exc).__name__
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: the API server is busy, restarting or unreachable."""
     if isinstance(exc, ApiException):

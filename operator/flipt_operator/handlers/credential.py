@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import kopf
@@ -10,13 +11,13 @@ from pydantic import ValidationError
 
 from .. import GROUP, VERSION
 from ..builders.status import ConditionSpec, Summary
-from ..clients.kube import Kube, is_transient
+from ..clients.kube import Kube
 from ..models.credential import FliptCredential
 from ..models.kinds import CREDENTIAL
 from ..rules.credentials import check_credential
 from .metrics import RECONCILE_SECONDS, RECONCILES
 from .reporting import object_lock, write_status
-from .servers import request
+from .servers import Context, request
 
 log = logging.getLogger(__name__)
 CREDENTIALS_VALID = "CredentialsValid"
@@ -58,24 +59,31 @@ def credentials_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) 
     return {(namespace, secret): name} if secret else {}
 
 
-@kopf.on.resume(GROUP, VERSION, CREDENTIAL.plural)
-@kopf.on.create(GROUP, VERSION, CREDENTIAL.plural)
-@kopf.on.update(GROUP, VERSION, CREDENTIAL.plural)
-def credential_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, CREDENTIAL.plural)
+def credential_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if memo.servers.changed(event):
+        recheck(memo.servers, namespace, name)
+
+
+def recheck(ctx: Context, namespace: str, name: str) -> None:
+    """Validate one credential; when its status changed, re-plan the namespace (storages and
+    servers read its readiness). A failure is retried with backoff, never dropped."""
     try:
-        # Storages and servers read the credential's readiness and generation.
-        reconcile_credential(memo.kube, namespace, name)
-        request(memo.servers, namespace)
-    except Exception as exc:
-        if is_transient(exc):
-            raise kopf.TemporaryError(f"API server unavailable: {type(exc).__name__}", delay=5) from None
-        raise
+        changed = reconcile_credential(ctx.kube, namespace, name)
+    except Exception as exc:  # noqa: BLE001 - retried below, whatever it was
+        delay = ctx.retry.failed(f"{namespace}/{name}")
+        log.warning("checking credential %s/%s failed (%s); retrying in %.0fs", namespace, name,
+                    type(exc).__name__, delay)
+        timer = threading.Timer(delay, recheck, (ctx, namespace, name))
+        timer.daemon = True
+        timer.start()
+        return
+    ctx.retry.succeeded(f"{namespace}/{name}")
+    if changed:
+        request(ctx, namespace)
 
 
-def on_secret_event(kube: Kube, namespace: str, name: str, index: kopf.Index) -> None:
+def on_secret_event(ctx: Context, namespace: str, name: str, index: kopf.Index) -> None:
     """A Secret changed: re-check every credential that reads it, right away."""
     for credential_name in index.get((namespace, name), []):
-        try:
-            reconcile_credential(kube, namespace, credential_name)
-        except Exception as exc:  # noqa: BLE001 - one credential must not stop the others
-            log.warning("re-validating credential %s/%s failed: %s", namespace, credential_name, type(exc).__name__)
+        recheck(ctx, namespace, credential_name)

@@ -431,17 +431,21 @@ def _imports_after(ctx, namespace, storage_obj, plan, parsed, cache, out, status
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY_LABELS)
 def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The Job controller reported progress on a migration or import Job."""
-    from .environment import reconcile_or_retry  # environment -> servers -> database: import late
+    from .servers import request  # servers -> database: import late
 
-    if event.get("type") in ("MODIFIED", "DELETED"):
-        reconcile_or_retry(memo, namespace)
+    if event.get("type") is not None and memo.servers.changed(event):
+        request(memo.servers, namespace)
 
 
-@kopf.timer(GROUP, VERSION, STORAGE.plural, interval=RECHECK_SECONDS,
-            when=lambda spec, **_: bool(spec.get("database")))
-def database_recheck(namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """Nothing in the API announces a database coming up, a schema migrated by hand or Redis back:
-    check again periodically."""
-    from .environment import reconcile_or_retry
+async def database_recheck(ctx: Context) -> None:
+    """Nothing in the API announces a database coming up, a schema migrated by hand or Redis
+    back: re-check the namespaces with database storage periodically. (A background task,
+    not a kopf timer: timers put a finalizer on every object they run for.)"""
+    import asyncio
 
-    reconcile_or_retry(memo, namespace)
+    from .servers import request
+
+    while True:
+        await asyncio.sleep(RECHECK_SECONDS)
+        for namespace in sorted(ctx.database_namespaces):
+            await asyncio.to_thread(request, ctx, namespace)

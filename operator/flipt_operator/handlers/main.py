@@ -17,7 +17,7 @@ from .. import GROUP
 from ..clients.kube import Kube, load_config
 
 # Importing the handler modules registers their handlers with kopf.
-from . import credential, environment, secrets, storage  # noqa: F401
+from . import credential, database, environment, secrets, storage  # noqa: F401
 from .servers import Context, operator_defaults
 
 FINALIZER = f"operator.{GROUP}/finalizer"
@@ -27,8 +27,9 @@ _FIXED_NAMESPACES = False
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
+    # Our handlers are stateless watch events, so kopf writes no progress, diff-base or
+    # finalizer to our objects; should a stateful handler be added, it uses our own names.
     settings.persistence.finalizer = FINALIZER
-    # Our own prefix, so two operators (or a kopf upgrade) never read each other's state.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
@@ -41,7 +42,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = int(os.environ.get("FLIPT_OPERATOR_WORKERS", "16"))
+    settings.execution.max_workers = int(os.environ.get("FLIPT_OPERATOR_WORKERS", "8"))
     settings.peering.name = os.environ.get("FLIPT_OPERATOR_PEERING", "flipt-operator")
     settings.peering.stealth = True
     # Fixed namespaces: no namespace/CRD watches, so namespaced RBAC (Roles only) suffices.
@@ -57,13 +58,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Native sidecars (init containers with restartPolicy: Always) exist from Kubernetes 1.29;
     # an older API server would drop the field and we would patch the Deployment forever.
     memo.servers = Context(kube=memo.kube, defaults=operator_defaults(native_sidecar=version >= (1, 29)))
-    memo.sync_poller = asyncio.create_task(storage.sync_poller(memo.servers))
+    memo.background = [
+        asyncio.create_task(storage.sync_poller(memo.servers)),
+        asyncio.create_task(database.database_recheck(memo.servers)),
+    ]
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = getattr(memo, "sync_poller", None)
-    if task is not None:
+    for task in getattr(memo, "background", []):
         task.cancel()
 
 

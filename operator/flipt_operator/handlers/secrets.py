@@ -22,7 +22,7 @@ def secret_event(
 ) -> None:
     if event.get("type") is None:
         return  # the initial listing: resume handlers already cover existing objects
-    credential.on_secret_event(memo.kube, namespace, name, credentials_by_secret)
+    credential.on_secret_event(memo.servers, namespace, name, credentials_by_secret)
     if namespace in namespaces_with_environments:
         # Servers mount Secrets or take env from them: a change rolls the pods (config hash).
         request(memo.servers, namespace)

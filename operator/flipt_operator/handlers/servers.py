@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 from ..builders.server_manifests import MANAGED_BY as MANAGED_BY_VALUE
 from ..builders.server_manifests import build_server_manifests
 from ..builders.status import Summary
-from ..clients.kube import Kube
+from ..clients.kube import Kube, api_error_text, is_transient
 from ..models.credential import FliptCredentialSpec
 from ..models.environment import FliptEnvironmentSpec
 from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
@@ -55,15 +57,22 @@ class SyncReports:
     by_storage: dict[tuple[str, str], list[tuple[str, StorageSyncState]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def for_storage(self, namespace: str, name: str) -> list[tuple[str, StorageSyncState]]:
+    polled: set[str] = field(default_factory=set)  # namespaces read at least once since start
+
+    def for_storage(self, namespace: str, name: str) -> list[tuple[str, StorageSyncState]] | None:
+        """The reports, or None when the namespace's sidecars have not been read yet."""
         with self.lock:
+            if namespace not in self.polled:
+                return None
             return list(self.by_storage.get((namespace, name), []))
 
     def replace_namespace(self, namespace: str, reports: dict[str, list[tuple[str, StorageSyncState]]]) -> bool:
         """Store a namespace's reports; True when they differ from what was stored."""
         with self.lock:
             old = {k[1]: v for k, v in self.by_storage.items() if k[0] == namespace}
-            if old == reports:
+            first = namespace not in self.polled
+            self.polled.add(namespace)
+            if old == reports and not first:
                 return False
             for key in [k for k in self.by_storage if k[0] == namespace]:
                 del self.by_storage[key]
@@ -78,6 +87,15 @@ class Context:
     defaults: OperatorDefaults
     reports: SyncReports = field(default_factory=SyncReports)
     git_namespaces: set[str] = field(default_factory=set)  # where the sync poller looks
+    database_namespaces: set[str] = field(default_factory=set)  # re-checked periodically
+    # Writes of one pass run side by side (servers are independent; so are statuses).
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
+    retry: Backoff = field(default_factory=lambda: Backoff())
+    seen: Fingerprints = field(default_factory=lambda: Fingerprints())
+
+    def changed(self, event: Any) -> bool:
+        """Whether a watch event says something a pass would read (not our own status write)."""
+        return self.seen.changed(event)
 
 
 def _parse(objects: list[dict], model: type) -> tuple[dict[str, Any], dict[str, str]]:
@@ -113,130 +131,224 @@ def _is_ready(obj: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
 
 
+@dataclass
+class Snapshot:
+    """What one pass reads: everything server-related in the namespace, listed once."""
+
+    environments: list[dict]
+    storages: list[dict]
+    credentials: list[dict]
+    secrets: dict[str, tuple[list[str], str]]
+    children: dict[str, dict[str, dict]]  # kind -> name -> object (ours, by label)
+
+    @classmethod
+    def read(cls, kube: Kube, namespace: str) -> Snapshot:
+        return cls(
+            environments=kube.list(ENVIRONMENT, namespace),
+            storages=kube.list(STORAGE, namespace),
+            credentials=kube.list(CREDENTIAL, namespace),
+            secrets=kube.secret_keys(namespace),
+            children={
+                kind: {o["metadata"]["name"]: o for o in kube.list_children(kind, namespace, MANAGED_BY)}
+                for kind in CHILD_KINDS
+            },
+        )
+
+
+@dataclass
+class ServerOutcome:
+    deployment: dict | None
+    config_hash: str
+    gate: DatabaseGate | None = None
+
+
+def _apply_server(ctx: Context, namespace: str, snap: Snapshot, result: Any,
+                  env_by_name: dict[str, dict], storage_by_name: dict[str, dict],
+                  cred_objects: dict[str, dict]) -> ServerOutcome:
+    kube, plan = ctx.kube, result.plan
+    versions = {f"Secret/{s}": snap.secrets[s][1] for s in plan.referenced_secrets() if s in snap.secrets}
+    # The credential's generation, not its resourceVersion: status writes must not roll pods.
+    versions |= {
+        f"FliptCredential/{c}": str(cred_objects[c]["metadata"].get("generation", 0))
+        for c in plan.referenced_credentials() if c in cred_objects
+    }
+    manifests = build_server_manifests(plan, versions)
+    owners = _owner_references([env_by_name[e] for e in result.environments], plan.default_environment.name)
+    deployment = snap.children["Deployment"].get(plan.name)
+    gate = None
+    for manifest in manifests.all():
+        kind = manifest["kind"]
+        if kind == "Deployment" and plan.database is not None:
+            # The database lifecycle decides whether the Deployment may change now.
+            gate = database_gate(ctx, namespace, storage_by_name[plan.database.name], plan, deployment)
+            if gate.hold:
+                continue
+        manifest["metadata"]["namespace"] = namespace
+        manifest["metadata"]["ownerReferences"] = owners
+        outcome, stored = kube.apply_object(manifest, snap.children[kind].get(manifest["metadata"]["name"]))
+        if kind == "Deployment":
+            deployment = stored
+        if outcome != "unchanged":
+            API_WRITES.labels(kind, outcome).inc()
+            log.info("%s %s %s/%s", outcome, kind, namespace, manifest["metadata"]["name"])
+    return ServerOutcome(deployment, manifests.config_hash, gate)
+
+
 def reconcile_namespace(ctx: Context, namespace: str) -> None:
     kube = ctx.kube
     with RECONCILE_SECONDS.labels("Namespace").time():
-        environments = kube.list(ENVIRONMENT, namespace)
-        storages = kube.list(STORAGE, namespace)
-        credentials = kube.list(CREDENTIAL, namespace)
-        secrets = kube.secret_keys(namespace)
-
-        env_specs, env_invalid = _parse(environments, FliptEnvironmentSpec)
-        storage_specs, storage_invalid = _parse(storages, FliptStorageSpec)
-        cred_specs, _ = _parse(credentials, FliptCredentialSpec)
-        cred_objects = {c["metadata"]["name"]: c for c in credentials}
+        snap = Snapshot.read(kube, namespace)
+        env_specs, env_invalid = _parse(snap.environments, FliptEnvironmentSpec)
+        storage_specs, storage_invalid = _parse(snap.storages, FliptStorageSpec)
+        cred_specs, _ = _parse(snap.credentials, FliptCredentialSpec)
+        cred_objects = {c["metadata"]["name"]: c for c in snap.credentials}
         cred_states = {n: CredentialState(s, _is_ready(cred_objects[n])) for n, s in cred_specs.items()}
         results = plan_servers(
-            namespace, env_specs, storage_specs, cred_states, {n: keys for n, (keys, _) in secrets.items()},
+            namespace, env_specs, storage_specs, cred_states, {n: keys for n, (keys, _) in snap.secrets.items()},
             ctx.defaults,
         )
+        env_by_name = {e["metadata"]["name"]: e for e in snap.environments}
+        storage_by_name = {s["metadata"]["name"]: s for s in snap.storages}
 
-        env_by_name = {e["metadata"]["name"]: e for e in environments}
-        storage_by_name = {s["metadata"]["name"]: s for s in storages}
-        gates: dict[str, DatabaseGate] = {}
-        deployments: dict[str, dict | None] = {}
-        hashes: dict[str, str] = {}
-        for server, result in results.items():
-            if result.plan is None:
-                continue  # keep what runs; the environments say why it can't change
-            plan = result.plan
-            versions = {f"Secret/{s}": secrets[s][1] for s in plan.referenced_secrets() if s in secrets}
-            versions |= {
-                f"FliptCredential/{c}": str(cred_objects[c]["metadata"].get("generation", 0))
-                for c in plan.referenced_credentials() if c in cred_objects
-            }
-            manifests = build_server_manifests(plan, versions)
-            owners = _owner_references([env_by_name[e] for e in result.environments],
-                                       plan.default_environment.name)
-            for manifest in manifests.all():
-                if manifest["kind"] == "Deployment" and plan.database is not None:
-                    # The database lifecycle decides whether the Deployment may change now.
-                    gate = database_gate(ctx, namespace, storage_by_name[plan.database.name], plan,
-                                         kube.read_child("Deployment", namespace, server))
-                    gates[server] = gate
-                    if gate.hold:
-                        continue
-                manifest["metadata"]["namespace"] = namespace
-                manifest["metadata"]["ownerReferences"] = owners
-                outcome = kube.apply(manifest)
-                if outcome != "unchanged":
-                    API_WRITES.labels(manifest["kind"], outcome).inc()
-                    log.info("%s %s %s/%s", outcome, manifest["kind"], namespace, manifest["metadata"]["name"])
-            deployments[server] = kube.read_child("Deployment", namespace, server)
-            hashes[server] = manifests.config_hash
+        # Servers are independent of each other: apply them side by side.
+        plannable = [r for r in results.values() if r.plan is not None]  # the rest keep what runs
+        outcomes = dict(zip(
+            (r.server for r in plannable),
+            ctx.pool.map(lambda r: _apply_server(ctx, namespace, snap, r, env_by_name, storage_by_name,
+                                                 cred_objects), plannable),
+        ))
+        _delete_orphans(kube, namespace, set(results), snap.children)
 
-        _delete_orphans(kube, namespace, set(results))
-
-        storage_servers: dict[str, list[str]] = defaultdict(list)
+        storage_servers: dict[str, set[str]] = defaultdict(set)
         for server, result in results.items():
             for env in result.environments:
-                storage = env_specs[env].storage
-                if storage:
-                    storage_servers[storage].append(server)
+                if env_specs[env].storage:
+                    storage_servers[env_specs[env].storage].add(server)
 
-        for env in environments:
+        def environment_decision(env: dict) -> StatusDecision:
             name = env["metadata"]["name"]
-            if env["metadata"].get("deletionTimestamp"):
-                continue
             if name in env_invalid:
                 problem = Problem(ENVIRONMENT.kind, name, "spec", "InvalidSpec", env_invalid[name])
-                decision = environment_status(name, "", [problem], [], None, None, None, None)
-            else:
-                spec = env_specs[name]
-                result = results[spec.server]
-                storage_spec = storage_specs.get(spec.storage) if spec.storage else None
-                revision = None
-                if storage_spec is not None and storage_spec.git is not None:
-                    states = ctx.reports.for_storage(namespace, spec.storage)
-                    revs = {s.revision for _, s in states}
-                    revision = revs.pop() if len(revs) == 1 else None
-                decision = environment_status(
-                    name, spec.server, result.errors, result.warnings,
-                    deployment_availability(deployments.get(spec.server)) if result.plan else None,
-                    storage_spec.backend if storage_spec else ("memory" if not spec.storage else None),
-                    revision, hashes.get(spec.server),
-                )
-                gate = gates.get(spec.server)
-                if gate is not None and gate.environment is not None:
-                    decision = StatusDecision(gate.environment, decision.domain, decision.managed, decision.fields)
-            write_status(kube, ENVIRONMENT, env, summary=decision.summary, domain=decision.domain,
-                         managed=decision.managed, fields=decision.fields)
+                return environment_status(name, "", [problem], [], None, None, None, None)
+            spec = env_specs[name]
+            result, outcome = results[spec.server], outcomes.get(spec.server)
+            storage_spec = storage_specs.get(spec.storage) if spec.storage else None
+            revision = None
+            if storage_spec is not None and storage_spec.git is not None:
+                states = ctx.reports.for_storage(namespace, spec.storage)
+                if states is None:  # not read since start: keep what the status says
+                    revision = (env.get("status") or {}).get("revision")
+                else:
+                    revisions = {s.revision for _, s in states}
+                    revision = revisions.pop() if len(revisions) == 1 else None
+            decision = environment_status(
+                name, spec.server, result.errors, result.warnings,
+                deployment_availability(outcome.deployment) if outcome else None,
+                storage_spec.backend if storage_spec else ("memory" if not spec.storage else None),
+                revision, outcome.config_hash if outcome else None,
+            )
+            gate = outcome.gate if outcome else None
+            if gate is not None and gate.environment is not None:
+                decision = StatusDecision(gate.environment, decision.domain, decision.managed, decision.fields)
+            return decision
 
         all_errors = [p for r in results.values() for p in r.errors]
         all_warnings = [p for r in results.values() for p in r.warnings]
-        for storage in storages:
+
+        def storage_decision(storage: dict) -> StatusDecision:
             name = storage["metadata"]["name"]
-            if storage["metadata"].get("deletionTimestamp"):
-                continue
             if name in storage_invalid:
-                write_status(kube, STORAGE, storage,
-                             summary=Summary("stalled", "InvalidSpec", storage_invalid[name]))
-                continue
+                return StatusDecision(Summary("stalled", "InvalidSpec", storage_invalid[name]))
             spec = storage_specs[name]
             ref = spec.git.credential_ref.name if spec.git and spec.git.credential_ref else None
             cred_ready = (cred_states[ref].ready if ref in cred_states else False) if ref else None
-            errors = [p for p in all_errors if p.kind == STORAGE.kind and p.name == name]
-            warnings = [p for p in all_warnings if p.kind == STORAGE.kind and p.name == name]
-            users = sorted(set(storage_servers.get(name, [])))
-            gate = next((gates[s] for s in users if s in gates), None)
-            decision = storage_status(name, spec, errors, warnings, users, cred_ready,
-                                      ctx.reports.for_storage(namespace, name),
-                                      gate.report if gate is not None else None)
-            write_status(kube, STORAGE, storage, summary=decision.summary, domain=decision.domain,
+            users = sorted(storage_servers.get(name, ()))
+            gate = next((outcomes[s].gate for s in users if s in outcomes and outcomes[s].gate), None)
+            return storage_status(
+                name, spec,
+                [p for p in all_errors if p.kind == STORAGE.kind and p.name == name],
+                [p for p in all_warnings if p.kind == STORAGE.kind and p.name == name],
+                users, cred_ready, ctx.reports.for_storage(namespace, name),
+                gate.report if gate is not None else None, previous=storage.get("status"),
+            )
+
+        def write(item: tuple[Any, dict]) -> None:
+            kind, obj = item
+            decision = environment_decision(obj) if kind is ENVIRONMENT else storage_decision(obj)
+            write_status(kube, kind, obj, summary=decision.summary, domain=decision.domain,
                          managed=decision.managed, fields=decision.fields)
+
+        live = [(ENVIRONMENT, e) for e in snap.environments if not e["metadata"].get("deletionTimestamp")]
+        live += [(STORAGE, s) for s in snap.storages if not s["metadata"].get("deletionTimestamp")]
+        list(ctx.pool.map(write, live))
         RECONCILES.labels("Namespace", "done").inc()
 
 
-def _delete_orphans(kube: Kube, namespace: str, servers: set[str]) -> None:
+def _delete_orphans(kube: Kube, namespace: str, servers: set[str], children: dict[str, dict[str, dict]]) -> None:
     """Servers whose last environment is gone (garbage collection does it too, when it runs)."""
     for kind in CHILD_KINDS:
-        for obj in kube.list_children(kind, namespace, MANAGED_BY):
+        for obj in children[kind].values():
             instance = obj["metadata"].get("labels", {}).get("app.kubernetes.io/instance")
             if instance and instance not in servers:
                 if kube.delete_child(kind, namespace, obj["metadata"]["name"]):
                     API_WRITES.labels(kind, "deleted").inc()
                     log.info("deleted %s %s/%s: no environment uses server %s", kind, namespace,
                              obj["metadata"]["name"], instance)
+
+
+def _report_failure(ctx: Context, namespace: str, error: str, delay: float) -> None:
+    """Keep the error in the environments' status too (events expire); best effort."""
+    summary = Summary("retrying", "ReconcileError", f"{error} (retrying in {delay:.0f}s)")
+    try:
+        for env in ctx.kube.list(ENVIRONMENT, namespace):
+            write_status(ctx.kube, ENVIRONMENT, env, summary=summary)
+    except Exception as exc:  # noqa: BLE001 - the API may be what failed
+        log.debug("could not record the failure in status: %s", api_error_text(exc))
+
+
+class Fingerprints:
+    """Last seen (generation, labels, annotations[, status]) per object: our own status writes
+    come back as watch events, and a pass for each would only read and find nothing to do."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], Any] = {}
+        self._guard = threading.Lock()
+
+    def changed(self, event: Any) -> bool:
+        body = event.get("object") or {}
+        meta = body.get("metadata") or {}
+        key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        if event.get("type") == "DELETED":
+            with self._guard:
+                self._seen.pop(key, None)
+            return True
+        fingerprint = (meta.get("generation"), meta.get("deletionTimestamp"), repr(meta.get("labels")),
+                       repr(meta.get("annotations")))
+        if body.get("kind") in ("Deployment", "Job"):
+            fingerprint += (repr(body.get("status")),)  # their controllers report through status
+        with self._guard:
+            if self._seen.get(key) == fingerprint:
+                return False
+            self._seen[key] = fingerprint
+            return True
+
+
+class Backoff:
+    """Per-key exponential backoff: 1 s, 2 s, 4 s ... capped at 60 s; reset by a success."""
+
+    def __init__(self, first: float = 1.0, cap: float = 60.0) -> None:
+        self.first, self.cap = first, cap
+        self._failures: dict[str, int] = {}
+        self._guard = threading.Lock()
+
+    def failed(self, key: str) -> float:
+        with self._guard:
+            count = self._failures[key] = self._failures.get(key, 0) + 1
+        return min(self.cap, self.first * 2 ** (count - 1))
+
+    def succeeded(self, key: str) -> None:
+        with self._guard:
+            self._failures.pop(key, None)
 
 
 class Coalescer:
@@ -270,5 +382,23 @@ COALESCER = Coalescer()
 
 
 def request(ctx: Context, namespace: str) -> None:
-    COALESCER.run(namespace, lambda ns: reconcile_namespace(ctx, ns))
+    """Reconcile the namespace now (or fold into the pass under way). A failure never
+    propagates to the trigger: the pass is retried with backoff until it succeeds."""
+    try:
+        COALESCER.run(namespace, lambda ns: reconcile_namespace(ctx, ns))
+    except Exception as exc:  # noqa: BLE001 - whatever failed, a later pass may succeed
+        delay = ctx.retry.failed(namespace)
+        # The API server's own message, or the type: an exception's text may quote content.
+        error = api_error_text(exc)
+        log.warning("pass over %s failed: %s; retrying in %.0fs", namespace, error, delay)
+        _report_failure(ctx, namespace, error, delay)
+        if not is_transient(exc):
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.warning("pass failure at %s:%s in %s", os.path.basename(where.filename), where.lineno, where.name)
+        RECONCILES.labels("Namespace", "failed").inc()
+        timer = threading.Timer(delay, request, (ctx, namespace))
+        timer.daemon = True
+        timer.start()
+    else:
+        ctx.retry.succeeded(namespace)
 

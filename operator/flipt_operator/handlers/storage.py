@@ -17,26 +17,21 @@ from .. import GROUP, VERSION
 from ..builders.server_manifests import SIDECAR_NAME
 from ..models.kinds import STORAGE
 from ..models.sync import SidecarStatus, StorageSyncState
-from .environment import reconcile_or_retry
 from .servers import MANAGED_BY, Context, request
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = float(os.environ.get("FLIPT_OPERATOR_SYNC_POLL_SECONDS", "5"))
 
 
-@kopf.on.resume(GROUP, VERSION, STORAGE.plural)
-@kopf.on.create(GROUP, VERSION, STORAGE.plural)
-@kopf.on.update(GROUP, VERSION, STORAGE.plural)
-def storage_changed(namespace: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, STORAGE.plural)
+def storage_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    spec = (event.get("object") or {}).get("spec") or {}
     if spec.get("git"):
         memo.servers.git_namespaces.add(namespace)
-    reconcile_or_retry(memo, namespace)
-
-
-@kopf.on.event(GROUP, VERSION, STORAGE.plural)
-def storage_deleted(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        reconcile_or_retry(memo, namespace)
+    if spec.get("database"):
+        memo.servers.database_namespaces.add(namespace)
+    if memo.servers.changed(event):
+        request(memo.servers, namespace)
 
 
 def _sidecar_port(pod: dict[str, Any]) -> int | None:
