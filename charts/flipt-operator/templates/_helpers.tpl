@@ -52,10 +52,11 @@ What the operator does in a namespace it watches: exactly the verbs its code use
 chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (namespaced).
 */}}
 {{- define "flipt-operator.namespacedRules" -}}
-# Our kinds: read and watch (kopf), patch (kopf's progress annotations).
+# Our kinds: read and watch. No patch: the handlers are kopf watch events, so neither kopf
+# nor the operator writes anything but status (no annotations, no finalizers).
 - apiGroups: ["flipt.io"]
   resources: ["fliptcredentials", "fliptstorages", "fliptenvironments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 # Their status subresource: conditions, observedGeneration, sync and database state.
 - apiGroups: ["flipt.io"]
   resources: ["fliptcredentials/status", "fliptstorages/status", "fliptenvironments/status"]
@@ -75,10 +76,11 @@ chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (n
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Database migration and import Jobs.
+# Database migration and import Jobs (watched for completion; patch: the same create-or-patch
+# path as every child, used when a Job's labels or annotations differ).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Finding the server pods whose git-sync sidecar /status is read.
 - apiGroups: [""]
   resources: ["pods"]
