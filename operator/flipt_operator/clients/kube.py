@@ -161,10 +161,11 @@ class Kube:
                 if exc.status != 409:  # created meanwhile: fall through to compare
                     raise
                 existing = self.read_child(kind, namespace, name)
-        if is_subset(manifest, existing):
+        # Items of a LIST carry no apiVersion/kind; neither can differ for the same name anyway.
+        body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+        if is_subset(body, existing):
             return "unchanged", existing
         # A JSON merge patch replaces lists whole, so removed containers, ports or env go too.
-        body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
         patched = self._raw(
             getattr(api, f"patch_namespaced_{noun}"), name, namespace, body,
             _content_type="application/merge-patch+json",
