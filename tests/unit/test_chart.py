@@ -119,6 +119,7 @@ def test_two_replicas_use_peering_with_distinct_priorities(helm):
     env = {e["name"]: e for e in container["env"]}
     assert env["FLIPT_OPERATOR_PRIORITY"]["value"] == "auto"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # kopf peer identity
     (peering,) = by_kind(docs, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == env["FLIPT_OPERATOR_PEERING"]["value"]
     assert any("clusterkopfpeerings" in r["resources"] for r in rules_of(docs))
