@@ -106,6 +106,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--malloc-arena-max", default="2",
+                        help="MALLOC_ARENA_MAX for the operator, as the image sets it ('' to leave unset)")
     args = parser.parse_args()
     build_apiserver()
     work = Path(tempfile.mkdtemp(prefix="flipt-bench-"))
@@ -115,8 +117,10 @@ def main() -> int:
         core = client.CoreV1Api(api)
         for ns in ("bench", "floor"):
             core.create_namespace({"metadata": {"name": ns}})
-        operator = start_operator(cluster.kubeconfig, work / "operator.log",
-                                  env={"FLIPT_OPERATOR_SYNC_POLL_SECONDS": "3600"})
+        env = {"FLIPT_OPERATOR_SYNC_POLL_SECONDS": "3600"}
+        if args.malloc_arena_max:
+            env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
+        operator = start_operator(cluster.kubeconfig, work / "operator.log", env=env)
         rss_idle = rss_mb(operator.process.pid)
         controller = StandInDeploymentController(api, "bench")
         controller.start()
@@ -140,8 +144,7 @@ def main() -> int:
         floor = floor_seconds(api, "floor", total_writes)
 
         operator.stop()
-        second = start_operator(cluster.kubeconfig, work / "operator2.log",
-                                env={"FLIPT_OPERATOR_SYNC_POLL_SECONDS": "3600"})
+        second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env)
         deadline = time.monotonic() + 300
         while metric_value(second.metrics(), "flipt_operator_reconciles_total", 'kind="FliptCredential"') < args.count:
             if time.monotonic() > deadline:
@@ -159,6 +162,7 @@ def main() -> int:
           f"{controller.writes} by the stand-in Deployment controller = {total_writes}")
     print(f"floor: {total_writes} plain creates with {WORKERS} workers: {floor:.1f} s")
     print(f"ratio (time to Ready / floor): {elapsed / floor:.2f}  (target <= 3)")
+    print(f"MALLOC_ARENA_MAX={args.malloc_arena_max or 'unset'}")
     print(f"operator RSS: {rss_idle:.0f} MB idle, {rss_full:.0f} MB with {objects} objects "
           f"(+{4 * args.count} owned children); after restart {resync_rss:.0f} MB  (target <= 200 MB at 1,000 objects)")
     print(f"API writes by a restarted operator resyncing unchanged objects: {resync_writes}  (target 0)")

@@ -43,7 +43,6 @@ from ..builders.status_decisions import (
     MIGRATIONS_APPLIED,
     DatabaseReport,
 )
-from ..clients import redis_cache, sql
 from ..models.kinds import STORAGE
 from ..models.plan import ServerPlan
 from ..models.storage import DatabaseStatus, MigrationRecord
@@ -55,6 +54,19 @@ if TYPE_CHECKING:
     from .servers import Context
 
 log = logging.getLogger(__name__)
+
+
+# SQLAlchemy, the drivers and redis-py weigh ~30 MB: load them once a database storage shows up.
+def _sql() -> Any:
+    from ..clients import sql
+
+    return sql
+
+
+def _redis_cache() -> Any:
+    from ..clients import redis_cache
+
+    return redis_cache
 
 APPROVE_ANNOTATION = "flipt.io/approve-migration"
 RETRY_ANNOTATION = "flipt.io/retry-migration"
@@ -201,13 +213,13 @@ def _cache(ctx: Context, namespace: str, spec: Any, out: _Outcome) -> _Cache | N
             out.state("stalled", "PasswordSecretMissing", message)
             return None
         password = value.decode("utf-8", "replace")
-    check = redis_cache.preflight(redis.host, redis.port, redis.db, password, redis.require_tls, TIMEOUT)
+    check = _redis_cache().preflight(redis.host, redis.port, redis.db, password, redis.require_tls, TIMEOUT)
     message = scrub(check.message, [password])
     out.add(ConditionSpec(CACHE_READY, check.ready, check.reason, message))
     if not check.ready:
         out.state("retrying", "CacheNotReady", f"Redis cache: {message}")
     return _Cache(redis.host, redis.port, redis.db, password, redis.require_tls,
-                  redis.prefix or redis_cache.DEFAULT_PREFIX)
+                  redis.prefix or _redis_cache().DEFAULT_PREFIX)
 
 
 def _purge_once(ctx: Context, namespace: str, job: dict[str, Any], cache: _Cache | None) -> None:
@@ -215,9 +227,9 @@ def _purge_once(ctx: Context, namespace: str, job: dict[str, Any], cache: _Cache
     if cache is None or _annotations(job).get(PURGED_ANNOTATION):
         return
     try:
-        client = redis_cache.connect(cache.host, cache.port, cache.db, cache.password, cache.tls, TIMEOUT)
+        client = _redis_cache().connect(cache.host, cache.port, cache.db, cache.password, cache.tls, TIMEOUT)
         try:
-            deleted = redis_cache.purge_flag_cache(client, cache.prefix)
+            deleted = _redis_cache().purge_flag_cache(client, cache.prefix)
         finally:
             client.close()
     except Exception as exc:  # noqa: BLE001 - retried on the next pass; the message is scrubbed
@@ -283,7 +295,7 @@ def database_gate(
             "cannot open it, so the migration Job checks and migrates it before each new image or database.",
         ))
     else:
-        check = sql.preflight(url, TIMEOUT)
+        check = _sql().preflight(url, TIMEOUT)
         message = scrub(check.message, secrets)
         if not check.ok:
             if check.reason == "DatabaseNotFound":
