@@ -61,6 +61,11 @@ class SecretKeyReference(ApiModel):
     key: str = Field(min_length=1, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret's data.")
 
 
+class ConfigMapKeyReference(ApiModel):
+    name: ObjectName = Field(description="Name of the ConfigMap in the same namespace.")
+    key: str = Field(min_length=1, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the ConfigMap's data.")
+
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 

@@ -7,7 +7,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .common import ApiModel, CommonStatus, Duration, LocalObjectReference, ObjectName, SecretKeyReference
+from .common import (
+    ApiModel,
+    CommonStatus,
+    ConfigMapKeyReference,
+    Duration,
+    LocalObjectReference,
+    ObjectName,
+    SecretKeyReference,
+)
 from .sync import ConflictInfo, FetchPolicy
 
 # https://, http://, ssh://, git://, or scp-like git@host:path. Credentials never belong in the URL.
@@ -40,7 +48,7 @@ class MigrationsSpec(ApiModel):
 
 
 class ImportSpec(ApiModel):
-    config_map_ref: SecretKeyReference = Field(
+    config_map_ref: ConfigMapKeyReference = Field(
         description="ConfigMap name and key holding Flipt export documents (several namespaces as --- documents)."
     )
     drop: bool = Field(default=False, description="Pass --drop to `flipt import`: delete all data first.")
