@@ -161,6 +161,18 @@ def readyz(server: str, token: str | None = None, timeout: float = 2.0) -> bool:
     return status == 200 and body.strip() == "ok"
 
 
+def serving(server: str, token: str | None = None, timeout: float = 2.0) -> bool:
+    """/readyz answers ok and the bootstrap controller has created the `default` namespace
+    (it can lag /readyz by a moment, and clients expect it)."""
+    if not readyz(server, token, timeout):
+        return False
+    try:
+        status, _ = http_get(f"{server}/api/v1/namespaces/default", token, timeout)
+    except (OSError, urllib.error.URLError):
+        return False
+    return status == 200
+
+
 def render_kubeconfig(server: str, token: str, ca_file: Path | None, user: str = ADMIN_USER) -> str:
     cluster: dict[str, Any] = {"server": server}
     if ca_file is not None and ca_file.is_file():
@@ -398,7 +410,7 @@ class LocalCluster:
             ],
             api_log,
         )
-        self._wait(lambda: readyz(self.server, self.admin_token), self._apiserver, "kube-apiserver", api_log,
+        self._wait(lambda: serving(self.server, self.admin_token), self._apiserver, "kube-apiserver", api_log,
                    timeout=self.start_timeout)
 
         self.ca_file = cert_dir / "apiserver.crt"
