@@ -31,6 +31,7 @@ from dulwich.walk import Walker
 from ..rules.gitsync import scrub
 from . import git_refs
 from .git_hooks import pause_point
+from .git_repack import DEFAULT_GRACE_SECONDS, DEFAULT_THRESHOLD, RECORD_NAME, PackMaintenance
 from .git_transport import RemoteAccess
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,22 @@ class FetchResult:
 class LocalRepository:
     """One storage's repository on the shared volume."""
 
-    def __init__(self, path: str, branch: str, stale_lock_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        branch: str,
+        stale_lock_seconds: float = 10.0,
+        repack_threshold: int = DEFAULT_THRESHOLD,
+        repack_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    ) -> None:
         self.path = path
         self.branch = branch
         self.branch_ref = f"refs/heads/{branch}"
         self.remote_ref = REMOTE_REF_PREFIX + branch
         self.git_dir = os.path.join(path, ".git")
         self.stale_lock_seconds = stale_lock_seconds
+        self.repack_threshold = repack_threshold
+        self.repack_grace_seconds = repack_grace_seconds
         self._repo: Repo | None = None
 
     # -- opening and recovery ------------------------------------------------------------------
@@ -123,6 +133,10 @@ class LocalRepository:
         removed = git_refs.recover_repository(
             self.git_dir, (SYNC_REF_PREFIX, REMOTE_REF_PREFIX), self.stale_lock_seconds
         )
+        half_written_record = os.path.join(self.git_dir, RECORD_NAME + ".new")
+        if os.path.exists(half_written_record):
+            os.unlink(half_written_record)
+            removed.append(RECORD_NAME + ".new")
         self._drop_dangling_own_refs()
         return removed
 
@@ -194,6 +208,16 @@ class LocalRepository:
         if git_refs.read_ref(self.git_dir, name) != sha:
             git_refs.set_ref(self.git_dir, name, sha)
         return name
+
+    # -- maintenance -----------------------------------------------------------------------------
+
+    def maintain(self, now: float | None = None) -> str | None:
+        """Consolidate packs when there are too many; remove replaced ones after the grace period
+        (see `git_repack`). Returns what was done, or None."""
+        maintenance = PackMaintenance(
+            self.git_dir, self.repo.object_store, self.repack_threshold, self.repack_grace_seconds
+        )
+        return maintenance.run(time.time() if now is None else now)
 
     # -- remote traffic ------------------------------------------------------------------------
 

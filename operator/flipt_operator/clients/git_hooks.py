@@ -1,7 +1,7 @@
 """A test-only hook that freezes the sidecar at a named stage, so a test can kill -9 it there.
 
 Set FLIPT_GIT_SYNC_TEST_PAUSE_AT to a stage name (mid-fetch, mid-publish, mid-ref-update,
-mid-replay, after-push) and FLIPT_GIT_SYNC_TEST_PAUSE_FILE to a path: when the stage is
+mid-replay, after-push, mid-repack, mid-pack-removal) and FLIPT_GIT_SYNC_TEST_PAUSE_FILE to a path: when the stage is
 reached the sidecar writes that file and sleeps until killed. Unset, this does nothing.
 """
 

@@ -237,7 +237,7 @@ def recover_repository(git_dir: str, own_ref_prefixes: tuple[str, ...], stale_af
             if _older_than(path, stale_after):
                 remove(path)
     objects = os.path.join(git_dir, "objects")
-    for pattern in ("tmp_pack_*", "incoming-*", "pack/tmp*", "??/*.lock"):
+    for pattern in ("tmp_pack_*", "incoming-*", "pack/tmp*", "pack/*.lock", "??/*.lock"):
         for path in _files(os.path.join(objects, pattern)):
             remove(path)
     for pack in _files(os.path.join(objects, "pack", "*.pack")):

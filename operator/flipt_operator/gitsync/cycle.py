@@ -76,8 +76,21 @@ def run_cycle(repo: LocalRepository, storage: GitSyncStorage) -> CycleReport:
     finally:
         if access is not None:
             access.close()
+        _maintain(repo, report)
         _count(repo, report)
     return report
+
+
+def _maintain(repo: LocalRepository, report: CycleReport) -> None:
+    """Pack consolidation after the refs have moved; a failure is logged, never fatal."""
+    try:
+        done = repo.maintain()
+    except Exception as exc:
+        log.warning("pack maintenance failed: %s", describe_error(exc))
+        return
+    if done:
+        log.info("pack maintenance: %s", done)
+        report.actions.append("repacked")
 
 
 def _count(repo: LocalRepository, report: CycleReport) -> None:

@@ -22,6 +22,8 @@ from .metrics import SyncMetrics
 log = logging.getLogger(__name__)
 
 STALE_LOCK_ENV = "FLIPT_GIT_SYNC_STALE_LOCK_SECONDS"
+REPACK_PACKS_ENV = "FLIPT_GIT_SYNC_REPACK_PACKS"
+REPACK_GRACE_ENV = "FLIPT_GIT_SYNC_REPACK_GRACE_SECONDS"
 
 
 class StorageSync:
@@ -30,7 +32,11 @@ class StorageSync:
         self.metrics = metrics
         self.interval = parse_duration(storage.poll_interval)
         self.repo = LocalRepository(
-            storage.repository_path, storage.branch, float(os.environ.get(STALE_LOCK_ENV, "10"))
+            storage.repository_path,
+            storage.branch,
+            float(os.environ.get(STALE_LOCK_ENV, "10")),
+            int(os.environ.get(REPACK_PACKS_ENV, "20")),
+            float(os.environ.get(REPACK_GRACE_ENV, "60")),
         )
         self.state = StorageSyncState(
             storage=storage.name,
