@@ -62,6 +62,30 @@ def test_two_replicas_one_active_and_the_other_takes_over(kube_cluster, tmp_path
         create_custom(api, watched, "FliptEnvironment", "two", {"default": True, "server": "two"})
         wait_for(lambda: read_deployment(api, watched, "two"), timeout=30, message="the new active replica serves")
         assert created(low) > 0
+
+        # The now-active replica learns a git namespace and polls its sidecars...
+        create_custom(api, watched, "FliptStorage", "flags", {"git": {"remote": "https://git.example.com/f.git"}})
+        create_custom(api, watched, "FliptEnvironment", "three", {"default": True, "server": "three",
+                                                                  "storage": "flags"})
+        template = wait_for(lambda: read_deployment(api, watched, "three"), timeout=30).spec.template
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(watched, {
+            "metadata": {"name": "three-abc12", "labels": template.metadata.labels},
+            "spec": {"containers": [{"name": "git-sync", "image": "x",
+                                     "ports": [{"name": "git-sync", "containerPort": 1}]}]}})
+        core.patch_namespaced_pod_status("three-abc12", watched, {"status": {"podIP": "127.0.0.1"}})
+        polled = "no sync report from pod"
+        wait_for(lambda: polled in low.logs(), timeout=30, message="the active replica polls the sidecars")
+        # ...and stops once the higher-priority replica is back and kopf pauses it.
+        high = run(high_pod)
+        wait_for(lambda: low.logs().count("Pausing operations in favour of") >= 2, timeout=60,
+                 message="the returning higher-priority replica pauses the other")
+        import time
+
+        time.sleep(3)  # let a poll round that had already started finish
+        mark = low.logs().count(polled)
+        time.sleep(4)  # several poll intervals (1 s in tests)
+        assert low.logs().count(polled) == mark, "a paused replica kept polling"
     finally:
         high.stop()
         if low is not None:

@@ -101,6 +101,19 @@ class Kube:
             GROUP, VERSION, namespace, kind.plural, name, {"status": patch}
         )
 
+    def peering_status(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """The status of kopf's peering object (cluster-wide when `namespace` is None)."""
+        try:
+            if namespace is None:
+                obj = self.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+            else:
+                obj = self.custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj.get("status")
+
     # -- core objects ----------------------------------------------------------------------
 
     def get_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 import asyncio
 import logging
 import os
@@ -18,12 +20,14 @@ from ..clients.kube import Kube, load_config
 
 # Importing the handler modules registers their handlers with kopf.
 from . import credential, database, environment, secrets, storage  # noqa: F401
-from .servers import Context, operator_defaults
+from .servers import Context, Peering, operator_defaults
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"
 # Set by main(): with a fixed list of namespaces, kopf needs no cluster-scoped reads.
 _FIXED_NAMESPACES = False
+# Set by main() with --peering: (identity, priority, clusterwide) for the standby check.
+_PEERING: tuple[str, int, bool] | None = None
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -57,7 +61,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     version = memo.kube.server_version()
     # Native sidecars (init containers with restartPolicy: Always) exist from Kubernetes 1.29;
     # an older API server would drop the field and we would patch the Deployment forever.
-    memo.servers = Context(kube=memo.kube, defaults=operator_defaults(native_sidecar=version >= (1, 29)))
+    memo.servers = Context(kube=memo.kube, defaults=operator_defaults(native_sidecar=version >= (1, 29)),
+                           peering=_PEERING and Peering(settings.peering.name, *_PEERING))
     memo.background = [
         asyncio.create_task(storage.sync_poller(memo.servers)),
         asyncio.create_task(database.database_recheck(memo.servers)),
@@ -96,7 +101,7 @@ def priority(value: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    global _FIXED_NAMESPACES
+    global _FIXED_NAMESPACES, _PEERING
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -106,7 +111,13 @@ def main(args: argparse.Namespace) -> int:
     from_env = [n.strip() for n in os.environ.get("WATCH_NAMESPACES", "").split(",")]
     namespaces = args.namespace or [n for n in from_env if n]
     _FIXED_NAMESPACES = bool(namespaces) and not any(c in n for n in namespaces for c in "*?[!")
+    # Our own peer identity (kopf's rule: POD_ID, else a unique user@host/...), so the background
+    # tasks can tell themselves apart from the other replicas in the peering object.
+    identity = os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}"
+    if args.peering:
+        _PEERING = (identity, args.priority, not namespaces)
     kopf.run(
+        identity=identity,
         standalone=not args.peering,
         priority=args.priority,  # argparse applied priority() to the default too
         namespaces=namespaces,

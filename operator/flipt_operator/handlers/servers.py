@@ -15,6 +15,7 @@ import traceback
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,6 +30,7 @@ from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
 from ..models.plan import OperatorDefaults, Problem
 from ..models.storage import FliptStorageSpec
 from ..models.sync import StorageSyncState
+from ..rules.peering import yields_to_a_peer
 from ..rules.servers import CredentialState, plan_servers
 from ..builders.status_decisions import StatusDecision, deployment_availability, environment_status, storage_status
 from .database import DatabaseGate, database_gate
@@ -81,6 +83,22 @@ class SyncReports:
             return True
 
 
+@dataclass(frozen=True)
+class Peering:
+    name: str
+    identity: str
+    priority: int
+    clusterwide: bool
+
+    def paused(self, kube: Kube, namespace: str) -> bool:
+        try:
+            status = kube.peering_status(self.name, None if self.clusterwide else namespace)
+        except Exception as exc:  # noqa: BLE001 - unknown: act, as kopf would keep running too
+            log.debug("peering status unreadable: %s", api_error_text(exc))
+            return False
+        return yields_to_a_peer(status, self.identity, self.priority, datetime.now(timezone.utc))
+
+
 @dataclass
 class Context:
     kube: Kube
@@ -92,6 +110,11 @@ class Context:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
     retry: Backoff = field(default_factory=lambda: Backoff())
     seen: Fingerprints = field(default_factory=lambda: Fingerprints())
+    peering: Peering | None = None  # set when several replicas take turns
+
+    def standby(self, namespace: str) -> bool:
+        """Whether kopf has paused this replica for a peer: background work then waits."""
+        return self.peering is not None and self.peering.paused(self.kube, namespace)
 
     def changed(self, event: Any) -> bool:
         """Whether a watch event says something a pass would read (not our own status write)."""

@@ -73,6 +73,8 @@ async def sync_poller(ctx: Context) -> None:
         while True:
             for namespace in sorted(ctx.git_namespaces):
                 try:
+                    if await asyncio.to_thread(ctx.standby, namespace):
+                        continue
                     reports = await read_namespace_reports(ctx, session, namespace)
                     if ctx.reports.replace_namespace(namespace, reports):
                         await asyncio.to_thread(request, ctx, namespace)
