@@ -1,14 +1,16 @@
-"""Transports and credentials: HTTP basic and token auth, rotation, TLS, SSH host keys."""
+"""Transports and credentials: HTTP basic and token auth, rotation, TLS, SSH host keys and passphrases."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from flipt_operator.gitsync.loop import StorageSync
 from tests.gitsync.conftest import SyncFactory
-from tests.support.git_servers import GitHttpServer, SshServer, flipt_commit
+from tests.support.git_servers import GitHttpServer, RemoteRepo, SshServer, flipt_commit
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +143,83 @@ async def test_ssh_unknown_host_key_is_refused_unless_ignored(
         await insecure.step()
     assert insecure.state.ready, insecure.state.last_error
     assert "host key checking is off" in caplog.text
+
+
+# -- an encrypted identity: the passphrase file ---------------------------------------------------
+
+
+def encrypted_identity(tmp_path: Path, server: SshServer, passphrase: str) -> tuple[Path, str]:
+    keys = tmp_path / "encrypted-key"
+    keys.mkdir()
+    identity = keys / "identity"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(identity)], check=True)
+    server.authorize(keys / "identity.pub")
+    return identity, write_secret(tmp_path / "secrets", "passphrase", passphrase)
+
+
+def passphrase_credential(server: SshServer, identity: Path, passphrase_file: str) -> dict[str, object]:
+    return {**ssh_credential(server, str(server.known_hosts)), "identityFile": str(identity),
+            "passphraseFile": passphrase_file}  # fmt: skip
+
+
+async def synced_with_passphrase(
+    server: SshServer, make_sync: SyncFactory, tmp_path: Path, passphrase: str
+) -> tuple[RemoteRepo, StorageSync, Path, str]:
+    """A storage with an encrypted identity, after its first (successful) sync."""
+    remote = server.create_repo()
+    identity, passphrase_file = encrypted_identity(tmp_path, server, passphrase)
+    sync = make_sync(remote.url, credential=passphrase_credential(server, identity, passphrase_file))
+    await sync.step()
+    assert sync.state.ready, sync.state.last_error
+    assert sync.state.revision == remote.head()
+    return remote, sync, identity, passphrase_file
+
+
+async def test_ssh_encrypted_identity_with_its_passphrase_file_fetches_and_pushes(
+    ssh_server: SshServer, make_sync: SyncFactory, tmp_path: Path
+) -> None:
+    remote, sync, _, _ = await synced_with_passphrase(ssh_server, make_sync, tmp_path, "correct horse battery")
+    remote.commit({"remote.yaml": "r\n"})
+    await sync.step()
+    assert sync.state.revision == remote.head()
+    local = flipt_commit(sync.storage.repository_path, {"x.yaml": "1\n"})
+    await sync.step()
+    assert remote.head() == local and sync.state.last_error is None
+
+
+async def test_ssh_wrong_passphrase_is_a_clear_error_without_it_and_a_rotated_file_works(
+    ssh_server: SshServer, make_sync: SyncFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    remote, sync, identity, passphrase_file = await synced_with_passphrase(
+        ssh_server, make_sync, tmp_path, "first-passphrase-never-print"
+    )
+    # the key is re-encrypted (the Secret's identity changes) before the passphrase file follows
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", "first-passphrase-never-print",
+                    "-N", "second-passphrase-never-print", "-f", str(identity)], check=True)  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        await sync.step()
+    error = sync.state.last_error or ""
+    assert not sync.state.ready
+    assert f"the passphrase in passphraseFile {passphrase_file} does not decrypt identityFile {identity}" in error
+    Path(passphrase_file).write_text("second-passphrase-never-print\n")  # the rotation completes
+    with caplog.at_level(logging.DEBUG):
+        await sync.step()
+    assert sync.state.ready and sync.state.last_error is None, sync.state.last_error
+    local = flipt_commit(sync.storage.repository_path, {"x.yaml": "1\n"})
+    await sync.step()
+    assert remote.head() == local
+    captured = caplog.text + sync.state.model_dump_json() + error
+    for secret in ("first-passphrase-never-print", "second-passphrase-never-print"):
+        assert secret not in captured
+
+
+async def test_ssh_encrypted_identity_without_a_passphrase_file_says_so(
+    ssh_server: SshServer, make_sync: SyncFactory, tmp_path: Path
+) -> None:
+    remote = ssh_server.create_repo()
+    identity, _ = encrypted_identity(tmp_path, ssh_server, "unused-passphrase")
+    sync = make_sync(remote.url, credential={**ssh_credential(ssh_server, str(ssh_server.known_hosts)),
+                                             "identityFile": str(identity)})  # fmt: skip
+    await sync.step()
+    assert not sync.state.ready
+    assert f"identityFile {identity} is encrypted and no passphraseFile is set" in (sync.state.last_error or "")

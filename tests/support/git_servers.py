@@ -380,6 +380,11 @@ class SshServer(GitServer):
     def url_for(self, name: str) -> str:
         return f"ssh://{self.base_url}:{self.port}{self.root}/{name}.git"
 
+    def authorize(self, public_key: Path) -> None:
+        """Also accept this client key (sshd reads authorized_keys on every login)."""
+        with open(self.client_key.parent / "authorized_keys", "a") as f:
+            f.write(public_key.read_text())
+
 
 def _ensure_sshd_prerequisites() -> None:
     """sshd run as root needs /run/sshd and a privilege-separation user `sshd`."""

@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import stat
+import subprocess
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ ACCESS_TOKEN_USERNAME = "x-token-auth"
 # Network timeouts: a hung remote must fail a sync, not freeze the storage's loop.
 HTTP_TIMEOUT_SECONDS = 60.0
 SSH_CONNECT_TIMEOUT_SECONDS = 20
+# Reads the passphrase file named in its environment; the passphrase never is an argument.
+ASKPASS_SCRIPT = '#!/bin/sh\nexec cat "$FLIPT_GIT_SYNC_PASSPHRASE_FILE"\n'
 
 
 class CredentialFileError(RuntimeError):
@@ -48,6 +51,34 @@ class RemoteAccess:
     display_url: str
     secrets: list[str] = field(default_factory=list)
     _private_dir: tempfile.TemporaryDirectory[str] | None = None
+    _ssh_credential: GitSyncCredential | None = None
+    _ssh_identity: str | None = None  # the private copy ssh is given
+
+    def explain(self, error: str) -> str:
+        """`error` with the likely cause when ssh refused our identity: a passphrase that does
+        not decrypt it, an encrypted identity without a passphrase, or a key the server does
+        not accept. Checked only after such a failure, with ssh-keygen and the same askpass."""
+        credential, identity = self._ssh_credential, self._ssh_identity
+        if credential is None or identity is None or self._private_dir is None or "Permission denied" not in error:
+            return error
+        askpass = _askpass_script(self._private_dir.name)
+        env = {**os.environ, "SSH_ASKPASS": askpass, "SSH_ASKPASS_REQUIRE": "force",
+               "FLIPT_GIT_SYNC_PASSPHRASE_FILE": credential.passphrase_file or os.devnull}  # fmt: skip
+        try:
+            result = subprocess.run(
+                ["ssh-keygen", "-y", "-f", identity], env=env, stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=10, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return error
+        name = f"identityFile {credential.identity_file}"
+        if result.returncode == 0:
+            return f"{error} (the server did not accept {name}: is its public key authorized?)"
+        if "passphrase" not in result.stderr:
+            return f"{error} ({name} is not a usable private key)"
+        if credential.passphrase_file:
+            return f"{error} (the passphrase in passphraseFile {credential.passphrase_file} does not decrypt {name})"
+        return f"{error} ({name} is encrypted and no passphraseFile is set)"
 
     def close(self) -> None:
         if self._private_dir is not None:
@@ -107,11 +138,21 @@ def _ssh_command(credential: GitSyncCredential, askpass: str | None) -> str:
         ]  # fmt: skip
     if askpass is None:
         return shlex.join(["ssh", "-o", "BatchMode=yes", *options])
+    options += ["-o", "NumberOfPasswordPrompts=1"]  # a wrong passphrase is not asked for again
     # A passphrase reaches ssh only through SSH_ASKPASS, read from its file by a tiny script:
     # it is never on a command line or in the environment.
     env = ["env", f"SSH_ASKPASS={askpass}", "SSH_ASKPASS_REQUIRE=force",
            f"FLIPT_GIT_SYNC_PASSPHRASE_FILE={credential.passphrase_file}"]  # fmt: skip
     return shlex.join([*env, "ssh", "-o", "BatchMode=no", *options])
+
+
+def _askpass_script(directory: str) -> str:
+    path = os.path.join(directory, "askpass")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(ASKPASS_SCRIPT)
+        os.chmod(path, stat.S_IRWXU)
+    return path
 
 
 def _private_copy(source: str, directory: str, name: str) -> str:
@@ -180,10 +221,9 @@ def _configure_ssh(access: RemoteAccess, client: SSHGitClient, credential: GitSy
     if credential.passphrase_file:
         secrets_value = read_secret_file(credential.passphrase_file, "passphrase")
         access.secrets.append(secrets_value)
-        askpass = os.path.join(access._private_dir.name, "askpass")
-        with open(askpass, "w") as f:
-            f.write('#!/bin/sh\nexec cat "$FLIPT_GIT_SYNC_PASSPHRASE_FILE"\n')
-        os.chmod(askpass, stat.S_IRWXU)
+        askpass = _askpass_script(access._private_dir.name)
+    access._ssh_credential = credential
+    access._ssh_identity = identity
     client.username = client.username or credential.ssh_user
     client.key_filename = identity
     client.ssh_command = _ssh_command(credential, askpass)

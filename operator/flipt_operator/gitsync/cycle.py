@@ -15,7 +15,7 @@ from ..clients.git_hooks import pause_point
 from ..clients.git_refs import RefLockedError
 from ..clients.git_transport import RemoteAccess, open_remote
 from ..models.gitsync import GitSyncStorage
-from ..rules.gitsync import SyncAction, SyncFacts, conflicting_files, plan_sync
+from ..rules.gitsync import SyncAction, SyncFacts, conflicting_files, plan_sync, scrub
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def run_cycle(repo: LocalRepository, storage: GitSyncStorage) -> CycleReport:
             fetched = repo.fetch(access)
         except Exception as exc:  # every transport raises its own kind; all mean "fetch failed"
             report.fetch_error = describe_error(exc, secrets)
+            if access is not None:
+                report.fetch_error = scrub(access.explain(report.fetch_error), secrets)
             report.result = "fetch_error"
             return report
         finally:
