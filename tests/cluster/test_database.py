@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
-from tests.support.deployments import mark_available
+from tests.support.deployments import mark_available, read_deployment
 from tests.support.kube_objects import (
     condition, condition_is, create_custom, dump_namespace, events_for, get_custom, patch_custom, put_secret,
 )
@@ -31,9 +31,7 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # -- databases --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_database():
-    """A fresh PostgreSQL database; yields (name, engine)."""
+def _fresh_pg_database():
     name = f"flipt_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -44,6 +42,18 @@ def pg_database():
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh PostgreSQL database; yields (name, engine)."""
+    yield from _fresh_pg_database()
+
+
+@pytest.fixture
+def other_pg_database():
+    """A second fresh PostgreSQL database; yields (name, engine)."""
+    yield from _fresh_pg_database()
 
 
 def set_schema(engine: sa.Engine, version: int, dirty: bool = False) -> None:
@@ -93,15 +103,6 @@ def finish_job(api, ns, name, succeeded=True, message="BackoffLimitExceeded"):
     batch(api).patch_namespaced_job_status(name, ns, {"status": status})
 
 
-def deployment(api, ns, name="flipt"):
-    try:
-        return client.AppsV1Api(api).read_namespaced_deployment(name, ns)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 def image_of(dep) -> str:
     return next(c.image for c in dep.spec.template.spec.containers if c.name == "flipt")
 
@@ -144,7 +145,7 @@ def test_unreachable_database_holds_the_server_and_retries(kube_cluster, operato
     env = wait_condition(api, namespace, "FliptEnvironment", "prod", "Ready", "False", "DatabaseNotReady")
     assert "Unreachable" in condition(env, "Ready")["message"]
     assert condition(env, "Reconciling")["status"] == "True"
-    assert deployment(api, namespace) is None
+    assert read_deployment(api, namespace, "flipt") is None
     # The ConfigMap and Service are there; only the Deployment waits.
     client.CoreV1Api(api).read_namespaced_config_map("flipt-config", namespace)
     client.CoreV1Api(api).read_namespaced_service("flipt", namespace)
@@ -158,7 +159,7 @@ def test_missing_database_is_stalled_with_the_create_command_and_heals_once_crea
     storage = wait_condition(api, namespace, "FliptStorage", "db", "Stalled", "True", "DatabaseNotFound")
     message = condition(storage, "DatabaseReachable")["message"]
     assert f'CREATE DATABASE "{name}" OWNER "postgres";' in message
-    assert deployment(api, namespace) is None
+    assert read_deployment(api, namespace, "flipt") is None
     # Nothing in Kubernetes changes when the database is created: the periodic re-check sees it.
     recheck = start_operator(kube_cluster.kubeconfig, tmp_path / "recheck.log", extra_args=("-n", namespace),
                              env={"FLIPT_OPERATOR_DATABASE_RECHECK_SECONDS": "1"})
@@ -167,7 +168,7 @@ def test_missing_database_is_stalled_with_the_create_command_and_heals_once_crea
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         wait_condition(api, namespace, "FliptStorage", "db", "DatabaseReachable", "True", "Reachable")
-        wait_for(lambda: deployment(api, namespace), message="server on the new, empty database")
+        wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server on the new, empty database")
         assert jobs(api, namespace) == []  # an empty database is migrated by Flipt itself
     finally:
         recheck.stop()
@@ -205,7 +206,7 @@ def test_dirty_schema_stalls_with_the_repair_hint(kube_cluster, operator, namesp
     message = condition(storage, "MigrationsApplied")["message"]
     assert "UPDATE schema_migrations SET dirty = false, version = 6;" in message
     wait_condition(api, namespace, "FliptEnvironment", "prod", "Stalled", "True", "SchemaDirty")
-    assert deployment(api, namespace) is None and jobs(api, namespace) == []
+    assert read_deployment(api, namespace, "flipt") is None and jobs(api, namespace) == []
 
 
 def test_auto_migration_holds_the_rollout_until_the_job_completes(kube_cluster, operator, namespace, pg_database):
@@ -214,7 +215,7 @@ def test_auto_migration_holds_the_rollout_until_the_job_completes(kube_cluster, 
     set_schema(engine, 16)
     make_server(api, namespace, {"url": pg_url(name), "migrations": {"backup": {"enabled": True,
                                                                               "claimName": "backups"}}})
-    dep = wait_for(lambda: deployment(api, namespace), message="server on an up-to-date schema")
+    dep = wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server on an up-to-date schema")
     assert image_of(dep) == V1 and jobs(api, namespace) == []
     storage = wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "True", "MigrationsApplied")
     assert storage["status"]["database"]["schemaVersion"] == 16
@@ -234,10 +235,10 @@ def test_auto_migration_holds_the_rollout_until_the_job_completes(kube_cluster, 
     record = storage["status"]["database"]["lastMigration"]
     assert record["job"] == job.metadata.name and record["image"] == V1_NEXT and record["result"] == "Running"
     assert record["backupPath"] == f"/backup/backups/{job.metadata.name}.yaml"
-    assert image_of(deployment(api, namespace)) == V1
+    assert image_of(read_deployment(api, namespace, "flipt")) == V1
 
     finish_job(api, namespace, job.metadata.name)
-    wait_for(lambda: image_of(deployment(api, namespace)) == V1_NEXT, message="rollout after the Job")
+    wait_for(lambda: image_of(read_deployment(api, namespace, "flipt")) == V1_NEXT, message="rollout after the Job")
     storage = wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "True", "MigrationSucceeded")
     record = storage["status"]["database"]["lastMigration"]
     assert record["result"] == "Succeeded" and record["startTime"] and record["completionTime"]
@@ -261,7 +262,7 @@ def test_manual_policy_runs_nothing_until_approved(kube_cluster, operator, names
                  {"metadata": {"annotations": {"flipt.io/approve-migration": "some-other-image"}}})
     wait_for(lambda: "'some-other-image', not the pending image" in condition(
         get_custom(api, namespace, "FliptStorage", "db"), "MigrationsApplied")["message"], message="seen")
-    assert jobs(api, namespace) == [] and deployment(api, namespace) is None
+    assert jobs(api, namespace) == [] and read_deployment(api, namespace, "flipt") is None
 
     patch_custom(api, namespace, "FliptStorage", "db",
                  {"metadata": {"annotations": {"flipt.io/approve-migration": V1}}})
@@ -270,7 +271,7 @@ def test_manual_policy_runs_nothing_until_approved(kube_cluster, operator, names
     wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "False", "MigrationRunning")
     set_schema(engine, 16)
     finish_job(api, namespace, job.metadata.name)
-    dep = wait_for(lambda: deployment(api, namespace), message="server after the approved migration")
+    dep = wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server after the approved migration")
     assert image_of(dep) == V1
     storage = wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "True")
     assert storage["status"]["database"]["schemaVersion"] == 16
@@ -293,13 +294,66 @@ def test_failed_job_stalls_without_retry_storm_and_retries_on_annotation(
     wait_condition(api, namespace, "FliptEnvironment", "prod", "Stalled", "True", "MigrationFailed")
     nudge(api, namespace, operator)
     assert [j.metadata.name for j in jobs(api, namespace)] == [job.metadata.name]
-    assert deployment(api, namespace) is None
+    assert read_deployment(api, namespace, "flipt") is None
 
     patch_custom(api, namespace, "FliptStorage", "db",
                  {"metadata": {"annotations": {"flipt.io/retry-migration": "1"}}})
     wait_for(lambda: len(jobs(api, namespace)) == 2, message="a second attempt")
     wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "False", "MigrationRunning")
     assert condition(get_custom(api, namespace, "FliptStorage", "db"), "Stalled") is None
+
+
+def test_a_changed_database_starts_a_new_migration_job_and_replaces_the_record(
+        kube_cluster, operator, namespace, pg_database, other_pg_database):
+    api = kube_cluster.api_client
+    (first, first_engine), (second, second_engine) = pg_database, other_pg_database
+    set_schema(first_engine, 12)
+    set_schema(second_engine, 12)
+    make_server(api, namespace, {"url": pg_url(first)})
+
+    def migrated(engine, expected_jobs):
+        """Wait for the newest Job, finish it as `flipt migrate` would; return its name."""
+        job = wait_for(lambda: len(jobs(api, namespace)) == expected_jobs and newest_job(), message="a new Job")
+        storage = wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "False",
+                                 "MigrationRunning")
+        record = storage["status"]["database"]["lastMigration"]
+        assert record["job"] == job and record["result"] == "Running" and record["image"] == V1
+        set_schema(engine, 16)
+        finish_job(api, namespace, job)
+        done = wait_for(lambda: last_migration().get("result") == "Succeeded" and last_migration(),
+                        message=f"{job} recorded as Succeeded")
+        assert done["job"] == job and done["completionTime"]
+        wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "True")
+        return job
+
+    seen: list[str] = []
+
+    def last_migration() -> dict:
+        return get_custom(api, namespace, "FliptStorage", "db")["status"]["database"].get("lastMigration") or {}
+
+    def newest_job():
+        names = [j.metadata.name for j in jobs(api, namespace) if j.metadata.name not in seen]
+        return names[0] if len(names) == 1 else None
+
+    seen.append(migrated(first_engine, 1))
+    wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server after the first migration")
+
+    # Another database name in the URL: a new Job, and the record is the new Job's.
+    patch_custom(api, namespace, "FliptStorage", "db", {"spec": {"database": {"url": pg_url(second)}}})
+    seen.append(migrated(second_engine, 2))
+
+    # The URL moves to a Secret, and then to another key of it: each is a new Job.
+    put_secret(api, namespace, "db-url", {"first": pg_url(first), "second": pg_url(second)})
+    set_schema(first_engine, 12)
+    patch_custom(api, namespace, "FliptStorage", "db",
+                 {"spec": {"database": {"url": None, "urlSecretRef": {"name": "db-url", "key": "first"}}}})
+    seen.append(migrated(first_engine, 3))
+    set_schema(second_engine, 12)
+    patch_custom(api, namespace, "FliptStorage", "db",
+                 {"spec": {"database": {"urlSecretRef": {"name": "db-url", "key": "second"}}}})
+    seen.append(migrated(second_engine, 4))
+    assert len(set(seen)) == 4 and all(j.startswith("db-migrate-") for j in seen)
+    assert read_deployment(api, namespace, "flipt") is not None
 
 
 def test_operator_restart_mid_migration_starts_no_second_job(kube_cluster, operator, namespace, pg_database,
@@ -320,7 +374,7 @@ def test_operator_restart_mid_migration_starts_no_second_job(kube_cluster, opera
         assert [j.metadata.name for j in jobs(api, namespace)] == [job.metadata.name]
         set_schema(engine, 16)
         finish_job(api, namespace, job.metadata.name)
-        wait_for(lambda: deployment(api, namespace), message="server after the migration")
+        wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server after the migration")
         assert [j.metadata.name for j in jobs(api, namespace)] == [job.metadata.name]
     finally:
         second.stop()
@@ -360,7 +414,7 @@ def test_redis_cache_ready_and_purged_once_after_a_migration(
     late = f"{prefix}:{uuid.uuid4().hex}"
     r.set(late, b"fresh")
     nudge(api, namespace, operator)
-    wait_for(lambda: deployment(api, namespace), message="server")
+    wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server")
     assert r.exists(late)
     assert password_redis.password not in dump_namespace(kube_cluster.kubectl, namespace)
     r.delete(late, f"{prefix}:not-a-flipt-key")
@@ -423,9 +477,9 @@ def test_sqlite_is_not_checked_from_the_operator_and_migrated_by_a_job_first(kub
     storage = wait_condition(api, namespace, "FliptStorage", "db", "MigrationsApplied", "False", "MigrationRunning")
     assert storage["status"]["database"]["lastMigration"]["backupPath"] == \
         f"/var/opt/flipt/backups/{job.metadata.name}.db"
-    assert deployment(api, namespace) is None
+    assert read_deployment(api, namespace, "flipt") is None
     finish_job(api, namespace, job.metadata.name)
-    dep = wait_for(lambda: deployment(api, namespace), message="server after the SQLite migration")
+    dep = wait_for(lambda: read_deployment(api, namespace, "flipt"), message="server after the SQLite migration")
     assert dep.spec.strategy.type == "Recreate"
     assert [j.metadata.name for j in jobs(api, namespace)] == [job.metadata.name]
 
@@ -443,4 +497,4 @@ def test_import_that_cannot_be_built_is_stalled_naming_the_field(kube_cluster, o
     assert "backup.claimName" in condition(storage, "Imported")["message"]
     assert condition(storage, "Stalled")["status"] == "True"
     assert jobs(api, namespace, "import") == []
-    wait_for(lambda: deployment(api, namespace), message="the import never holds the server")
+    wait_for(lambda: read_deployment(api, namespace, "flipt"), message="the import never holds the server")
