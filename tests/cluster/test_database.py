@@ -435,6 +435,19 @@ def test_redis_with_the_wrong_password_is_not_ready(kube_cluster, operator, name
 # -- import -----------------------------------------------------------------------------------
 
 
+def flags_document(*keys: str) -> str:
+    flags = "".join(f"  - key: {k}\n    name: {k}\n    type: BOOLEAN_FLAG_TYPE\n" for k in keys)
+    return f"version: \"1.4\"\nnamespace: default\nflags:\n{flags}"
+
+
+def make_import_server(api, ns, database_name: str, document: str, **database):
+    """The ConfigMap `flags` with `document`, and a server importing it."""
+    client.CoreV1Api(api).create_namespaced_config_map(ns, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="flags"), data={"features.yaml": document}))
+    make_server(api, ns, {"url": pg_url(database_name), **database,
+                          "import": {"configMapRef": {"name": "flags", "key": "features.yaml"}}})
+
+
 def test_invalid_import_document_is_stalled_with_the_line_and_nothing_runs(
         kube_cluster, operator, namespace, pg_database):
     api = kube_cluster.api_client
@@ -442,22 +455,57 @@ def test_invalid_import_document_is_stalled_with_the_line_and_nothing_runs(
     set_schema(engine, 16)
     core = client.CoreV1Api(api)
     bad = "version: \"1.4\"\nnamespace: default\nflags:\n  - name: no key here\n    type: VARIANT_FLAG_TYPE\n"
-    core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="flags"), data={"features.yaml": bad}))
-    make_server(api, namespace, {"url": pg_url(name),
-                                 "import": {"configMapRef": {"name": "flags", "key": "features.yaml"}}})
+    make_import_server(api, namespace, name, bad)
     storage = wait_condition(api, namespace, "FliptStorage", "db", "Stalled", "True", "ImportInvalid")
     message = condition(storage, "Imported")["message"]
     assert "line 4" in message and "key" in message
     assert jobs(api, namespace, "import") == []
 
-    good = "version: \"1.4\"\nnamespace: default\nflags:\n  - key: new-ui\n    name: New UI\n    type: BOOLEAN_FLAG_TYPE\n"
-    core.patch_namespaced_config_map("flags", namespace, {"data": {"features.yaml": good}})
-    nudge(api, namespace, operator)
-    job = wait_for(lambda: one_job(api, namespace, "import"), message="import Job for the valid document")
+    core.patch_namespaced_config_map("flags", namespace, {"data": {"features.yaml": flags_document("new-ui")}})
+    # The ConfigMap is watched: no other change, and well before the 30 s re-check.
+    job = wait_for(lambda: one_job(api, namespace, "import"), timeout=10,
+                   message="import Job for the valid document")
     assert "/import/features.yaml" in job.spec.template.spec.containers[0].command
     finish_job(api, namespace, job.metadata.name)
     wait_condition(api, namespace, "FliptStorage", "db", "Imported", "True", "Imported")
+
+
+def test_failed_import_is_reported_holds_nothing_and_runs_again_on_retry_or_a_new_document(
+        kube_cluster, operator, namespace, pg_database):
+    api = kube_cluster.api_client
+    name, engine = pg_database
+    set_schema(engine, 16)
+    make_import_server(api, namespace, name, flags_document("a"))
+    first = wait_for(lambda: one_job(api, namespace, "import"), message="import Job").metadata.name
+    finish_job(api, namespace, first, succeeded=False)
+    storage = wait_condition(api, namespace, "FliptStorage", "db", "Imported", "False", "ImportFailed")
+    message = condition(storage, "Imported")["message"]
+    assert f"kubectl logs -n {namespace} job/{first}" in message and "BackoffLimitExceeded" in message
+    assert "flipt.io/retry-import=<new value>" in message
+    assert condition(storage, "Stalled")["status"] == "True"
+    # Nothing held: the server rolls out and its environment becomes Ready.
+    wait_for(lambda: read_deployment(api, namespace, "flipt"), message="the server despite the failed import")
+    mark_available(api, namespace, "flipt")
+    wait_condition(api, namespace, "FliptEnvironment", "prod", "Ready", "True")
+    # No retry storm: further passes find the failed Job.
+    nudge(api, namespace, operator)
+    assert [j.metadata.name for j in jobs(api, namespace, "import")] == [first]
+
+    patch_custom(api, namespace, "FliptStorage", "db",
+                 {"metadata": {"annotations": {"flipt.io/retry-import": "1"}}})
+    wait_for(lambda: len(jobs(api, namespace, "import")) == 2, message="a second import attempt")
+    storage = wait_condition(api, namespace, "FliptStorage", "db", "Imported", "False", "ImportRunning")
+    assert condition(storage, "Stalled") is None
+    second = next(j.metadata.name for j in jobs(api, namespace, "import") if j.metadata.name != first)
+    finish_job(api, namespace, second)
+    wait_condition(api, namespace, "FliptStorage", "db", "Imported", "True", "Imported")
+
+    # A changed document: a new import at once (the ConfigMap is watched), the old Jobs kept.
+    client.CoreV1Api(api).patch_namespaced_config_map("flags", namespace,
+                                                      {"data": {"features.yaml": flags_document("a", "b")}})
+    wait_for(lambda: len(jobs(api, namespace, "import")) == 3, timeout=10, message="an import of the new document")
+    wait_condition(api, namespace, "FliptStorage", "db", "Imported", "False", "ImportRunning")
+    assert jobs(api, namespace) == []  # no migration on an up-to-date schema
 
 
 # -- SQLite -----------------------------------------------------------------------------------
@@ -488,11 +536,7 @@ def test_import_that_cannot_be_built_is_stalled_naming_the_field(kube_cluster, o
     api = kube_cluster.api_client
     name, engine = pg_database
     set_schema(engine, 16)
-    good = "version: \"1.4\"\nnamespace: default\nflags:\n  - key: a\n    name: A\n    type: BOOLEAN_FLAG_TYPE\n"
-    client.CoreV1Api(api).create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="flags"), data={"features.yaml": good}))
-    make_server(api, namespace, {"url": pg_url(name), "migrations": {"backup": {"enabled": True}},
-                                 "import": {"configMapRef": {"name": "flags", "key": "features.yaml"}}})
+    make_import_server(api, namespace, name, flags_document("a"), migrations={"backup": {"enabled": True}})
     storage = wait_condition(api, namespace, "FliptStorage", "db", "Imported", "False", "InvalidImportSpec")
     assert "backup.claimName" in condition(storage, "Imported")["message"]
     assert condition(storage, "Stalled")["status"] == "True"

@@ -71,8 +71,13 @@ chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (n
   verbs: ["create"]
 # The children of each Flipt server.
 - apiGroups: [""]
-  resources: ["configmaps", "services", "serviceaccounts"]
+  resources: ["services", "serviceaccounts"]
   verbs: ["get", "list", "create", "patch", "delete"]
+# The servers' ConfigMaps (children), and import documents (spec.database.import): watched so a
+# changed document is imported at once.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

@@ -70,6 +70,7 @@ def _redis_cache() -> Any:
 
 APPROVE_ANNOTATION = "flipt.io/approve-migration"
 RETRY_ANNOTATION = "flipt.io/retry-migration"
+RETRY_IMPORT_ANNOTATION = "flipt.io/retry-import"
 PURGED_ANNOTATION = "flipt.io/cache-purged"
 MANAGED_BY_LABELS = {"app.kubernetes.io/managed-by": "flipt-operator"}
 
@@ -408,7 +409,9 @@ def _imports_after(ctx, namespace, storage_obj, plan, parsed, cache, out, status
         out.add(ConditionSpec(IMPORTED, None, "WaitingForMigration",
                               f"{validation.message()}; imported once the schema is migrated."))
         return done()
-    digest = content_hash(text)
+    # One Job per content; a new retry value gives a new Job (and the hash annotation says so).
+    retry = _annotations(storage_obj).get(RETRY_IMPORT_ANNOTATION)
+    digest = content_hash(text) + (f";retry={retry}" if retry else "")
     try:
         planned = build_import_job(
             storage_name=name, namespace=namespace, image=plan.image, database=db, dialect=parsed.dialect,
@@ -428,7 +431,9 @@ def _imports_after(ctx, namespace, storage_obj, plan, parsed, cache, out, status
         out.state("progressing", "ImportRunning", f"Import Job {planned.name} runs `flipt import`.")
     elif result == "Failed":
         message = (f"Import Job {planned.name} failed ({failure or 'no reason given'}). "
-                   f"{_log_hint(namespace, planned.name)}. A changed document starts a new import.")
+                   f"{_log_hint(namespace, planned.name)}. The server is not held. Fix the cause, then change "
+                   f"the document, or run it again: kubectl annotate -n {namespace} fliptstorage {name} "
+                   f"--overwrite {RETRY_IMPORT_ANNOTATION}=<new value>")
         out.add(ConditionSpec(IMPORTED, False, "ImportFailed", message))
         out.state("stalled", "ImportFailed", message)
     else:
@@ -447,6 +452,26 @@ def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **
 
     if event.get("type") is not None and memo.servers.changed(event):
         request(memo.servers, namespace)
+
+
+@kopf.index(GROUP, VERSION, STORAGE.plural)
+def storages_by_import_config_map(namespace: str, name: str, spec: kopf.Spec,
+                                  **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, ConfigMap name) -> the storages importing from it (spec.database.import)."""
+    ref = (((spec.get("database") or {}).get("import") or {}).get("configMapRef") or {}).get("name")
+    return {(namespace, ref): name} if ref else {}
+
+
+@kopf.on.event("", "v1", "configmaps")
+def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo,
+                            storages_by_import_config_map: kopf.Index, **_: Any) -> None:
+    """An import document changed (or appeared, or went): a pass validates it and starts its Job
+    at once, rather than at the next re-check. Other ConfigMaps (ours included) are ignored."""
+    if event.get("type") is None or (namespace, name) not in storages_by_import_config_map:
+        return  # the initial listing: the startup passes read every import already
+    from .servers import request
+
+    request(memo.servers, namespace)
 
 
 async def database_recheck(ctx: Context) -> None:
