@@ -485,4 +485,5 @@ async def database_recheck(ctx: Context) -> None:
     while True:
         await asyncio.sleep(RECHECK_SECONDS)
         for namespace in sorted(ctx.database_namespaces):
-            await asyncio.to_thread(request, ctx, namespace)
+            if not await asyncio.to_thread(ctx.standby, namespace):
+                await asyncio.to_thread(request, ctx, namespace)
