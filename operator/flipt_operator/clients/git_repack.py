@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from dulwich.object_store import DiskObjectStore, MissingObjectFinder
-from dulwich.objects import valid_hexsha
-from dulwich.pack import UnpackedObject
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree, valid_hexsha
+from dulwich.pack import UnpackedObject, generate_unpacked_objects
 
 from . import git_refs
 from .git_hooks import pause_point
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "flipt-sync-repack.json"
 DEFAULT_THRESHOLD = 20
 DEFAULT_GRACE_SECONDS = 60.0
+# dulwich caches up to 96 MiB of delta bases per pack; a walk over all history fills that (and
+# the process keeps the memory). Consolidation reads through its own store with a small cache.
+WALK_DELTA_CACHE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -103,8 +108,39 @@ class PackMaintenance:
         shas.update(_reflog_shas(os.path.join(self.git_dir, "logs")))
         return {s.encode() for s in shas if s.encode() in self.store}
 
-    def reachable(self) -> set[bytes]:
-        return {sha for sha, _path in MissingObjectFinder(self.store, haves=[], wants=list(self.roots()))}
+    @contextmanager
+    def _walk_store(self) -> Iterator[DiskObjectStore]:
+        store = DiskObjectStore(self.store.path, delta_base_cache_limit=WALK_DELTA_CACHE_BYTES)
+        try:
+            yield store
+        finally:
+            store.close()
+            self.store._update_pack_cache()  # see packs written through `store`
+
+    def reachable(self, store: DiskObjectStore) -> set[bytes]:
+        """Every object the roots reach (hex ids). Blobs are named by their trees, not read."""
+        seen: set[bytes] = set()
+        todo = list(self.roots())
+        while todo:
+            sha = todo.pop()
+            if sha in seen:
+                continue
+            seen.add(sha)
+            obj = store[sha]
+            if isinstance(obj, Commit):
+                todo.append(obj.tree)
+                todo.extend(obj.parents)
+            elif isinstance(obj, Tree):
+                for entry in obj.iteritems():
+                    if S_ISGITLINK(entry.mode):
+                        continue  # a submodule's commit is not in this repository
+                    if stat.S_ISDIR(entry.mode):
+                        todo.append(entry.sha)
+                    else:
+                        seen.add(entry.sha)
+            elif isinstance(obj, Tag):
+                todo.append(obj.object[1])
+        return seen
 
     # -- the two steps -----------------------------------------------------------------------------
 
@@ -124,18 +160,17 @@ class PackMaintenance:
     def consolidate(self, now: float) -> Pending | None:
         before = self.pack_names()
         loose_before = set(_loose_objects(self.store.path))
-        count, records = self.store.generate_pack_data([], list(self.roots()), ofs_delta=True)
-        if count == 0:
-            return None
-        pack = self.store.add_pack_data(count, _pausing(records), progress=None)
-        assert pack is not None
-        name = os.path.basename(pack._basename)
-        pending = Pending(
-            pack=name,
-            replaced=[n for n in before if n != name and not os.path.exists(os.path.join(self.pack_dir, n + ".keep"))],
-            loose=sorted(sha.decode() for sha in loose_before if sha in pack),
-            written=now,
-        )
+        with self._walk_store() as store:
+            objects = self.reachable(store)
+            if not objects:
+                return None
+            records = generate_unpacked_objects(store, [(sha, None) for sha in objects], ofs_delta=True)
+            pack = store.add_pack_data(len(objects), _pausing(records))
+            assert pack is not None
+            name = os.path.basename(pack._basename)
+            loose = sorted(sha.decode() for sha in loose_before if sha in pack)
+        keep = {n for n in before if os.path.exists(os.path.join(self.pack_dir, n + ".keep"))}
+        pending = Pending(pack=name, replaced=[n for n in before if n != name and n not in keep], loose=loose, written=now)
         self._write_record(pending)
         return pending
 
@@ -176,14 +211,15 @@ class PackMaintenance:
         surviving pack or loose object does (a ref moved since the consolidation, e.g. set by
         hand to a commit that was unreachable then). The next consolidation includes it."""
         replaced = set(pending.replaced)
-        by_name = {os.path.basename(p._basename): p for p in self.store.packs}
-        survivors = [p for name, p in by_name.items() if name not in replaced]
-        going = [p for name, p in by_name.items() if name in replaced]
         needed: set[str] = set()
-        for sha in self.reachable():
-            if any(sha in p for p in survivors) or self.store.contains_loose(sha):
-                continue
-            needed.update(os.path.basename(p._basename) for p in going if sha in p)
+        with self._walk_store() as store:
+            by_name = {os.path.basename(p._basename): p for p in store.packs}
+            survivors = [p for name, p in by_name.items() if name not in replaced]
+            going = [p for name, p in by_name.items() if name in replaced]
+            for sha in self.reachable(store):
+                if any(sha in p for p in survivors) or store.contains_loose(sha):
+                    continue
+                needed.update(os.path.basename(p._basename) for p in going if sha in p)
         if needed:
             log.warning("keeping %d replaced pack(s): refs reach objects only they hold", len(needed))
         return needed
