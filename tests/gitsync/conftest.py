@@ -19,7 +19,7 @@ from flipt_operator.gitsync.loop import StorageSync
 from flipt_operator.gitsync.metrics import SyncMetrics
 from flipt_operator.models.gitsync import GitSyncStorage
 from tests.support.git_servers import free_port
-from tests.support.wait import wait_for
+from tests.support.waiting import wait_for
 
 SyncFactory = Callable[..., StorageSync]
 
@@ -85,7 +85,7 @@ class Sidecar:
         return next(s for s in self.status()["storages"] if s["storage"] == name)
 
     def wait_up(self) -> Sidecar:
-        wait_for(lambda: self.get("/healthz")[0] == 200, timeout=20, what="sidecar /healthz")
+        wait_for(lambda: self.get("/healthz")[0] == 200, timeout=20, message="sidecar /healthz")
         return self
 
     def kill9(self) -> None:

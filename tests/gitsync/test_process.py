@@ -13,7 +13,7 @@ import pytest
 from flipt_operator.clients.git_hooks import PAUSE_AT_ENV, PAUSE_FILE_ENV
 from tests.gitsync.conftest import Sidecar, SyncFactory, storage_config
 from tests.support.git_servers import GitDaemon, GitHttpServer, flipt_commit, git
-from tests.support.wait import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +57,10 @@ def test_endpoints_polling_and_json_logs(git_daemon: GitDaemon, sidecars: Sideca
     sidecar = sidecars([storage_config(tmp_path, remote.url), storage_config(tmp_path, other.url, name="other",
                                                                               fetchPolicy="lenient")]).start()  # fmt: skip
     sidecar.wait_up()
-    wait_for(lambda: sidecar.storage()["lastError"], what="a fetch error")
+    wait_for(lambda: sidecar.storage()["lastError"], message="a fetch error")
     assert sidecar.get("/readyz")[0] == 503
     git_daemon.start()
-    wait_for(lambda: sidecar.get("/readyz")[0] == 200, what="ready")
+    wait_for(lambda: sidecar.get("/readyz")[0] == 200, message="ready")
     status = sidecar.status()
     assert status["pod"] == "flipt-0"
     assert {s["storage"] for s in status["storages"]} == {"flags", "other"}
@@ -68,7 +68,7 @@ def test_endpoints_polling_and_json_logs(git_daemon: GitDaemon, sidecars: Sideca
     # a new remote commit is published within a poll interval or so
     new = remote.commit({"x.yaml": "1\n"})
     started = time.monotonic()
-    wait_for(lambda: sidecar.storage()["revision"] == new, what="publication")
+    wait_for(lambda: sidecar.storage()["revision"] == new, message="publication")
     assert time.monotonic() - started < 5
     metrics = sidecar.get("/metrics")[1]
     for name in ("flipt_git_sync_syncs_total", "flipt_git_sync_fetch_duration_seconds_bucket",
@@ -105,7 +105,7 @@ def test_secret_values_never_reach_logs_or_status(
     ]).start(extra_env={})  # fmt: skip
     sidecar.wait_up()
     wait_for(lambda: sidecar.storage("good")["ready"] and sidecar.storage("bad")["lastError"]
-             and sidecar.storage("tokened")["lastError"], what="all storages tried")  # fmt: skip
+             and sidecar.storage("tokened")["lastError"], message="all storages tried")  # fmt: skip
     flipt_commit(tmp_path / "volume" / "good", {"x.yaml": "1\n"})
     wait_for(lambda: sidecar.storage("good")["ahead"] == 0 and good.head() == sidecar.storage("good")["revision"])
     captured = sidecar.logs() + sidecar.get("/status")[1] + sidecar.get("/metrics")[1] + sidecar.get("/readyz")[1]
@@ -126,7 +126,7 @@ def pause_env(tmp_path: Path, stage: str) -> tuple[dict[str, str], Path]:
 def kill_at(sidecars: SidecarFactory, tmp_path: Path, storages: list[dict], stage: str) -> None:
     env, marker = pause_env(tmp_path, stage)
     sidecar = sidecars(storages).start(extra_env=env)
-    wait_for(marker.exists, timeout=30, what=f"sidecar paused at {stage}")
+    wait_for(marker.exists, timeout=30, message=f"sidecar paused at {stage}")
     sidecar.kill9()
 
 
@@ -145,7 +145,7 @@ def test_kill_mid_fetch_of_the_first_clone(git_daemon: GitDaemon, sidecars: Side
     storages = [storage_config(tmp_path, remote.url)]
     kill_at(sidecars, tmp_path, storages, "mid-fetch")
     sidecar = restart(sidecars, storages)
-    wait_for(lambda: sidecar.storage()["ready"], what="ready after restart")
+    wait_for(lambda: sidecar.storage()["ready"], message="ready after restart")
     assert sidecar.storage()["revision"] == remote.head()
     sidecar.stop()
     assert_clean_repository(tmp_path / "volume" / "flags")
@@ -160,7 +160,7 @@ def test_kill_while_updating_refs(
     kill_at(sidecars, tmp_path, storages, stage)
     new = remote.commit({"x.yaml": "1\n"})
     sidecar = restart(sidecars, storages)
-    wait_for(lambda: sidecar.storage()["revision"] == new, what="published after restart")
+    wait_for(lambda: sidecar.storage()["revision"] == new, message="published after restart")
     sidecar.stop()
     assert_clean_repository(tmp_path / "volume" / "flags")
 
@@ -182,7 +182,7 @@ async def test_kill_mid_replay_and_after_push_lose_no_local_commit(
     assert remote.read("local-1.yaml") == "l1"  # the push happened, recording it did not
     sidecar = restart(sidecars, storages)
     wait_for(lambda: sidecar.storage()["ahead"] == 0 and sidecar.storage()["revision"] == remote.head(),
-             what="in step after restart")  # fmt: skip
+             message="in step after restart")  # fmt: skip
     for path, text in (("remote.yaml", "r"), ("local-1.yaml", "l1"), ("local-2.yaml", "l2")):
         assert remote.read(path) == text
     assert sidecar.storage().get("conflict") is None

@@ -15,7 +15,7 @@ from flipt_operator.gitsync.loop import REPACK_GRACE_ENV, REPACK_PACKS_ENV
 from tests.gitsync.conftest import Sidecar, SyncFactory, storage_config
 from tests.gitsync.test_process import assert_clean_repository, pause_env
 from tests.support.git_servers import GitDaemon, flipt_commit, git, read_committed
-from tests.support.wait import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -157,13 +157,13 @@ async def test_kill_during_pack_maintenance_recovers(
     settings = {REPACK_PACKS_ENV: "2", REPACK_GRACE_ENV: "0", "FLIPT_GIT_SYNC_STALE_LOCK_SECONDS": "1"}
     env, marker = pause_env(tmp_path, stage)
     paused = sidecars(storages, env=settings).start(extra_env=env)
-    wait_for(marker.exists, timeout=30, what=f"sidecar paused at {stage}")
+    wait_for(marker.exists, timeout=30, message=f"sidecar paused at {stage}")
     paused.kill9()
     new = remote.commit({"after.yaml": "a\n"})
     sidecar = sidecars(storages, env=settings).start().wait_up()
-    wait_for(lambda: sidecar.storage()["revision"] == new, what="published after restart")
+    wait_for(lambda: sidecar.storage()["revision"] == new, message="published after restart")
     wait_for(lambda: len(packs(path)) <= 2 and not (path / ".git" / RECORD_NAME).exists(),
-             what="consolidation finished after restart")  # fmt: skip
+             message="consolidation finished after restart")  # fmt: skip
     sidecar.stop()
     assert_clean_repository(path)
     for sha in all_refs(path).values():

@@ -34,7 +34,9 @@ import pytest
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
-from tests.support.wait import wait_for
+from flipt_operator.devcluster.cluster import free_port  # noqa: F401 - re-exported for tests
+
+from tests.support.waiting import wait_for
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Remote User",
@@ -55,10 +57,6 @@ def git(*args: str, cwd: str | Path | None = None, check: bool = True) -> str:
     return result.stdout.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -67,7 +65,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             s.settimeout(0.2)
             return s.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_for(accepts, timeout=timeout, what=f"port {port}")
+    wait_for(accepts, timeout=timeout, message=f"port {port}")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

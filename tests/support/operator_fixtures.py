@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from flipt_operator.devcluster.cluster import free_port  # noqa: F401 - re-exported for tests
+
 from tests.support.waiting import wait_for
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric_value(exposition: str, name: str, label_filter: str = "") -> float:

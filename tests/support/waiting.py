@@ -10,7 +10,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.2,
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
              message: str = "") -> T:
     """Call `predicate` until it returns something truthy; return that value.
 
@@ -34,7 +34,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
 
 
 async def async_wait_for(predicate: Callable[[], T | Awaitable[T]], timeout: float = 30.0,
-                         interval: float = 0.2, message: str = "") -> T:
+                         interval: float = 0.05, message: str = "") -> T:
     """`wait_for` for async tests; `predicate` may be sync or return an awaitable."""
     deadline = time.monotonic() + timeout
     last: object = None

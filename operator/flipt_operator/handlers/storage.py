@@ -17,6 +17,7 @@ from .. import GROUP, VERSION
 from ..builders.server_manifests import SIDECAR_NAME
 from ..models.kinds import STORAGE
 from ..models.sync import SidecarStatus, StorageSyncState
+from ..clients.kube import api_error_text
 from .servers import MANAGED_BY, Context, request
 
 log = logging.getLogger(__name__)
@@ -79,5 +80,5 @@ async def sync_poller(ctx: Context) -> None:
                     if ctx.reports.replace_namespace(namespace, reports):
                         await asyncio.to_thread(request, ctx, namespace)
                 except Exception as exc:  # noqa: BLE001 - the poller must outlive any one failure
-                    log.warning("sync poll of %s failed: %s %s", namespace, type(exc).__name__, getattr(exc, "body", ""))
+                    log.warning("sync poll of %s failed: %s", namespace, api_error_text(exc))
             await asyncio.sleep(POLL_SECONDS)
