@@ -66,6 +66,11 @@ def test_key_rotation_and_removal_reevaluate_without_restart(kube_cluster, opera
     obj = ready_with(api, namespace, "gh", "True", timeout=10)
     reasons = [e.reason for e in events_for(api, namespace, "gh")]
     assert reasons.count("MissingKey") == 1 and reasons.count("CredentialsValid") == 2
+    # Deleting the Secret is seen at once too.
+    from kubernetes import client
+    client.CoreV1Api(api).delete_namespaced_secret("token", namespace)
+    obj = ready_with(api, namespace, "gh", "False", "SecretNotFound", timeout=10)
+    assert obj["status"].get("secretResourceVersion") is None
     assert any(e.type == "Warning" for e in events_for(api, namespace, "gh"))
 
 
