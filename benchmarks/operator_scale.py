@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
-import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from flipt_operator.devcluster.build import build_apiserver  # noqa: E402
 from flipt_operator.devcluster.cluster import LocalCluster, apply_crds  # noqa: E402
+from tests.support.deployments import StandInDeploymentController  # noqa: E402
 from tests.support.operator_fixtures import metric_value, start_operator  # noqa: E402
 
 GROUP, VERSION = "flipt.io", "v1alpha1"
@@ -61,29 +60,6 @@ def create_set(api, namespace: str, i: int) -> None:
         "remote": f"https://git.example.com/flags-{i}.git", "credentialRef": {"name": f"cred-{i}"}}})
     custom(api, namespace, "fliptenvironments", f"env-{i}", {"storage": f"flags-{i}", "default": True,
                                                              "server": f"srv-{i}"})
-
-
-class StandInDeploymentController(threading.Thread):
-    """Reports every Deployment available, as the real controller would once pods run."""
-
-    def __init__(self, api, namespace):
-        super().__init__(daemon=True)
-        self.api, self.namespace, self.stop, self.writes = api, namespace, threading.Event(), 0
-
-    def run(self):
-        apps = client.AppsV1Api(self.api)
-        while not self.stop.is_set():
-            for d in apps.list_namespaced_deployment(self.namespace).items:
-                if (d.status.observed_generation or 0) < d.metadata.generation:
-                    n = d.spec.replicas or 0
-                    status = {"observedGeneration": d.metadata.generation, "replicas": n, "updatedReplicas": n,
-                              "readyReplicas": n, "availableReplicas": n}
-                    try:
-                        apps.patch_namespaced_deployment_status(d.metadata.name, self.namespace, {"status": status})
-                        self.writes += 1
-                    except client.ApiException:
-                        pass
-            time.sleep(0.2)
 
 
 def ready_count(api, namespace) -> int:
@@ -136,7 +112,7 @@ def main() -> int:
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         time.sleep(2)  # let trailing passes finish before counting
-        controller.stop.set()
+        controller.stopped.set()
         operator_writes = int(metric_value(operator.metrics(), "flipt_operator_api_writes_total"))
         user_writes = 4 * args.count
         total_writes = user_writes + operator_writes + controller.writes

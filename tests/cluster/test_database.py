@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-import pymysql
 import pytest
 import sqlalchemy as sa
 from kubernetes import client
@@ -400,7 +399,7 @@ def test_redis_cache_ready_and_purged_once_after_a_migration(
                 cache={"backend": "redis", "redis": {"host": "127.0.0.1", "port": password_redis.port,
                                                      "passwordSecretRef": {"name": "redis", "key": "password"},
                                                      "prefix": prefix}})
-    storage = wait_condition(api, namespace, "FliptStorage", "db", "CacheReady", "True", "Ready")
+    wait_condition(api, namespace, "FliptStorage", "db", "CacheReady", "True", "Ready")
     job = wait_for(lambda: one_job(api, namespace), message="migration Job")
     assert all(r.exists(k) for k in flipt_keys)  # nothing purged before the migration completes
     set_schema(engine, 16)

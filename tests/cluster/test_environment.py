@@ -43,10 +43,14 @@ def test_environments_become_one_server_and_ready_once_it_is_available(kube_clus
                   {"storage": "flags", "default": True, "directory": "production",
                    "deployment": {"replicas": 2}})
     create_custom(api, namespace, "FliptEnvironment", "staging", {"storage": "flags", "directory": "staging"})
-    dep = wait_for(lambda: deployment(api, namespace, "flipt"), message="Deployment flipt")
+    def owned_by_both():
+        dep = deployment(api, namespace, "flipt")
+        owners = sorted(o.name for o in dep.metadata.owner_references or []) if dep else []
+        return dep if owners == ["production", "staging"] else None
+
+    # The first pass may run before the second environment exists; wait for the one that saw both.
+    dep = wait_for(owned_by_both, message="Deployment flipt owned by both environments")
     assert dep.spec.replicas == 2
-    owners = sorted(o.name for o in dep.metadata.owner_references)
-    assert owners == ["production", "staging"]
     core = client.CoreV1Api(api)
     svc = core.read_namespaced_service("flipt", namespace)
     assert {p.port for p in svc.spec.ports} == {8080, 9000}

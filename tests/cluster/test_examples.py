@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.deployments import mark_available
+from tests.support.deployments import StandInDeploymentController
 from tests.support.kube_objects import condition_is
 from tests.support.waiting import wait_for
 
@@ -19,9 +19,8 @@ def test_examples_apply_and_reconcile(kube_cluster, operator, namespace):
     wait_for(lambda: condition_is(api, namespace, "FliptCredential", "flags-repo", "Ready", "True"), timeout=20)
     for storage in ("production-flags", "staging-flags"):
         wait_for(lambda: condition_is(api, namespace, "FliptStorage", storage, "Ready", "True"), timeout=20)
-    wait_for(lambda: kube_cluster.kubectl("get", "deployment", "flipt", "-n", namespace).returncode == 0, timeout=20)
-    mark_available(api, namespace, "flipt")
-    for env in ("production", "staging"):
-        wait_for(lambda: condition_is(api, namespace, "FliptEnvironment", env, "Ready", "True"), timeout=20)
+    with StandInDeploymentController(api, namespace):
+        for env in ("production", "staging"):
+            wait_for(lambda: condition_is(api, namespace, "FliptEnvironment", env, "Ready", "True"), timeout=20)
     table = kube_cluster.kubectl("get", "flipt", "-n", namespace, check=True).stdout
     assert table.count("True") >= 5

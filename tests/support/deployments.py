@@ -1,11 +1,18 @@
 """Nothing runs Deployments here: tests report progress the way the Deployment controller would."""
 
+import threading
+import time
+
 from kubernetes import client
 
 
 def mark_available(api: client.ApiClient, namespace: str, name: str) -> None:
     apps = client.AppsV1Api(api)
-    deployment = apps.read_namespaced_deployment(name, namespace)
+    _report_available(apps, apps.read_namespaced_deployment(name, namespace))
+
+
+def _report_available(apps: client.AppsV1Api, deployment: client.V1Deployment) -> None:
+    name, namespace = deployment.metadata.name, deployment.metadata.namespace
     replicas = deployment.spec.replicas or 0
     status = {
         "observedGeneration": deployment.metadata.generation,
@@ -27,3 +34,32 @@ def read_deployment(api: client.ApiClient, namespace: str, name: str) -> client.
         if exc.status == 404:
             return None
         raise
+
+
+class StandInDeploymentController(threading.Thread):
+    """Reports every Deployment of a namespace available whenever its generation moves on, as
+    the real controller would once its pods run. Use as a context manager."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, interval: float = 0.2) -> None:
+        super().__init__(daemon=True, name=f"deployment-controller-{namespace}")
+        self.apps, self.namespace, self.interval = client.AppsV1Api(api), namespace, interval
+        self.stopped, self.writes = threading.Event(), 0
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            for deployment in self.apps.list_namespaced_deployment(self.namespace).items:
+                if (deployment.status.observed_generation or 0) < deployment.metadata.generation:
+                    try:
+                        _report_available(self.apps, deployment)
+                        self.writes += 1
+                    except client.ApiException:
+                        pass  # changed meanwhile: the next round sees the new generation
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "StandInDeploymentController":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.join(timeout=5)

@@ -17,7 +17,8 @@ from ..models.kinds import CREDENTIAL
 from ..rules.credentials import check_credential
 from .metrics import RECONCILE_SECONDS, RECONCILES
 from .reporting import object_lock, write_status
-from .servers import Context, request
+from .context import Context
+from .servers import request
 
 log = logging.getLogger(__name__)
 CREDENTIALS_VALID = "CredentialsValid"

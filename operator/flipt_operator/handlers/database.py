@@ -51,7 +51,7 @@ from ..rules.import_document import content_hash, validate_import
 from ..rules.migrations import SchemaState, assess_schema, create_database_command, expected_version
 
 if TYPE_CHECKING:
-    from .servers import Context
+    from .context import Context
 
 log = logging.getLogger(__name__)
 

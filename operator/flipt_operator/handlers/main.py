@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import socket
 import asyncio
+import getpass
 import logging
 import os
 import socket
@@ -20,7 +19,7 @@ from ..clients.kube import Kube, load_config
 
 # Importing the handler modules registers their handlers with kopf.
 from . import credential, database, environment, secrets, storage  # noqa: F401
-from .servers import Context, Peering, operator_defaults
+from .context import Context, Peering, operator_defaults
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"

@@ -13,9 +13,7 @@ import os
 import threading
 import traceback
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,16 +21,15 @@ from pydantic import ValidationError
 from ..builders.server_manifests import MANAGED_BY as MANAGED_BY_VALUE
 from ..builders.server_manifests import build_server_manifests
 from ..builders.status import Summary
+from ..builders.status_decisions import StatusDecision, deployment_availability, environment_status, storage_status
 from ..clients.kube import Kube, api_error_text, is_transient
 from ..models.credential import FliptCredentialSpec
 from ..models.environment import FliptEnvironmentSpec
 from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
-from ..models.plan import OperatorDefaults, Problem
+from ..models.plan import Problem
 from ..models.storage import FliptStorageSpec
-from ..models.sync import StorageSyncState
-from ..rules.peering import yields_to_a_peer
 from ..rules.servers import CredentialState, plan_servers
-from ..builders.status_decisions import StatusDecision, deployment_availability, environment_status, storage_status
+from .context import Context
 from .database import DatabaseGate, database_gate
 from .metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
 from .reporting import write_status
@@ -40,85 +37,6 @@ from .reporting import write_status
 log = logging.getLogger(__name__)
 MANAGED_BY = f"app.kubernetes.io/managed-by={MANAGED_BY_VALUE}"
 CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount")
-
-
-def operator_defaults(native_sidecar: bool) -> OperatorDefaults:
-    kwargs: dict[str, Any] = {"sidecar_image": os.environ.get("FLIPT_OPERATOR_IMAGE", "flipt-operator:0.1.0"),
-                              "native_sidecar": native_sidecar}
-    if os.environ.get("FLIPT_V1_IMAGE"):
-        kwargs["v1_image"] = os.environ["FLIPT_V1_IMAGE"]
-    if os.environ.get("FLIPT_V2_IMAGE"):
-        kwargs["v2_image"] = os.environ["FLIPT_V2_IMAGE"]
-    return OperatorDefaults(**kwargs)
-
-
-@dataclass
-class SyncReports:
-    """The latest /status of every sidecar, by (namespace, storage): [(pod, state)]."""
-
-    by_storage: dict[tuple[str, str], list[tuple[str, StorageSyncState]]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    polled: set[str] = field(default_factory=set)  # namespaces read at least once since start
-
-    def for_storage(self, namespace: str, name: str) -> list[tuple[str, StorageSyncState]] | None:
-        """The reports, or None when the namespace's sidecars have not been read yet."""
-        with self.lock:
-            if namespace not in self.polled:
-                return None
-            return list(self.by_storage.get((namespace, name), []))
-
-    def replace_namespace(self, namespace: str, reports: dict[str, list[tuple[str, StorageSyncState]]]) -> bool:
-        """Store a namespace's reports; True when they differ from what was stored."""
-        with self.lock:
-            old = {k[1]: v for k, v in self.by_storage.items() if k[0] == namespace}
-            first = namespace not in self.polled
-            self.polled.add(namespace)
-            if old == reports and not first:
-                return False
-            for key in [k for k in self.by_storage if k[0] == namespace]:
-                del self.by_storage[key]
-            for storage, items in reports.items():
-                self.by_storage[(namespace, storage)] = items
-            return True
-
-
-@dataclass(frozen=True)
-class Peering:
-    name: str
-    identity: str
-    priority: int
-    clusterwide: bool
-
-    def paused(self, kube: Kube, namespace: str) -> bool:
-        try:
-            status = kube.peering_status(self.name, None if self.clusterwide else namespace)
-        except Exception as exc:  # noqa: BLE001 - unknown: act, as kopf would keep running too
-            log.debug("peering status unreadable: %s", api_error_text(exc))
-            return False
-        return yields_to_a_peer(status, self.identity, self.priority, datetime.now(timezone.utc))
-
-
-@dataclass
-class Context:
-    kube: Kube
-    defaults: OperatorDefaults
-    reports: SyncReports = field(default_factory=SyncReports)
-    git_namespaces: set[str] = field(default_factory=set)  # where the sync poller looks
-    database_namespaces: set[str] = field(default_factory=set)  # re-checked periodically
-    # Writes of one pass run side by side (servers are independent; so are statuses).
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
-    retry: Backoff = field(default_factory=lambda: Backoff())
-    seen: Fingerprints = field(default_factory=lambda: Fingerprints())
-    peering: Peering | None = None  # set when several replicas take turns
-
-    def standby(self, namespace: str) -> bool:
-        """Whether kopf has paused this replica for a peer: background work then waits."""
-        return self.peering is not None and self.peering.paused(self.kube, namespace)
-
-    def changed(self, event: Any) -> bool:
-        """Whether a watch event says something a pass would read (not our own status write)."""
-        return self.seen.changed(event)
 
 
 def _parse(objects: list[dict], model: type) -> tuple[dict[str, Any], dict[str, str]]:
@@ -327,51 +245,6 @@ def _report_failure(ctx: Context, namespace: str, error: str, delay: float) -> N
             write_status(ctx.kube, ENVIRONMENT, env, summary=summary)
     except Exception as exc:  # noqa: BLE001 - the API may be what failed
         log.debug("could not record the failure in status: %s", api_error_text(exc))
-
-
-class Fingerprints:
-    """Last seen (generation, labels, annotations[, status]) per object: our own status writes
-    come back as watch events, and a pass for each would only read and find nothing to do."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, str], Any] = {}
-        self._guard = threading.Lock()
-
-    def changed(self, event: Any) -> bool:
-        body = event.get("object") or {}
-        meta = body.get("metadata") or {}
-        key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
-        if event.get("type") == "DELETED":
-            with self._guard:
-                self._seen.pop(key, None)
-            return True
-        fingerprint = (meta.get("generation"), meta.get("deletionTimestamp"), repr(meta.get("labels")),
-                       repr(meta.get("annotations")))
-        if body.get("kind") in ("Deployment", "Job"):
-            fingerprint += (repr(body.get("status")),)  # their controllers report through status
-        with self._guard:
-            if self._seen.get(key) == fingerprint:
-                return False
-            self._seen[key] = fingerprint
-            return True
-
-
-class Backoff:
-    """Per-key exponential backoff: 1 s, 2 s, 4 s ... capped at 60 s; reset by a success."""
-
-    def __init__(self, first: float = 1.0, cap: float = 60.0) -> None:
-        self.first, self.cap = first, cap
-        self._failures: dict[str, int] = {}
-        self._guard = threading.Lock()
-
-    def failed(self, key: str) -> float:
-        with self._guard:
-            count = self._failures[key] = self._failures.get(key, 0) + 1
-        return min(self.cap, self.first * 2 ** (count - 1))
-
-    def succeeded(self, key: str) -> None:
-        with self._guard:
-            self._failures.pop(key, None)
 
 
 class Coalescer:

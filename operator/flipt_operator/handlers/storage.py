@@ -18,7 +18,8 @@ from ..builders.server_manifests import SIDECAR_NAME
 from ..models.kinds import STORAGE
 from ..models.sync import SidecarStatus, StorageSyncState
 from ..clients.kube import api_error_text
-from .servers import MANAGED_BY, Context, request
+from .context import Context
+from .servers import MANAGED_BY, request
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = float(os.environ.get("FLIPT_OPERATOR_SYNC_POLL_SECONDS", "5"))
