@@ -124,8 +124,7 @@ def test_sidecar_state_reaches_fliptstorage_status(kube_cluster, operator, names
         assert remote.read(FEATURES).strip() == flags("remote-v3").strip()  # nothing pushed
 
         # An outage: strict is not Ready, lenient is Ready but degraded.
-        git_http_server._server.shutdown()
-        git_http_server._server.server_close()
+        git_http_server.outage()
         obj = wait_for(lambda: condition_is(api, namespace, "FliptStorage", "strict-flags", "Ready", "False",
                                             "FetchFailed"), timeout=30, message="strict not Ready")
         assert condition(obj, "Synced")["status"] == "False"
@@ -134,6 +133,12 @@ def test_sidecar_state_reaches_fliptstorage_status(kube_cluster, operator, names
                        message="lenient storage Ready but degraded")
         assert obj["status"]["sync"]["degraded"] is True
         assert password.decode() not in str(obj) + str(get_custom(api, namespace, "FliptStorage", "strict-flags"))
+
+        # The remote comes back: strict is Ready again without any restart.
+        git_http_server.outage(False)
+        obj = wait_for(lambda: condition_is(api, namespace, "FliptStorage", "strict-flags", "Ready", "True"),
+                       timeout=30, message="strict Ready again after the outage")
+        assert condition(obj, "Conflict")["status"] == "True"  # the conflict is still there, reported
     finally:
         stop_process(sidecar)
     assert password.decode() not in operator.logs()

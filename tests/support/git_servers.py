@@ -211,6 +211,14 @@ class _CgiBridge(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _serve(self) -> None:
+        if self.server.down:  # type: ignore[attr-defined]
+            # An outage: drop the connection, kept-alive ones included, without an answer.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         body = self._read_body()
         user = self._authenticated_user()
         if user is None:
@@ -268,6 +276,7 @@ class _GitHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     root: Path
     users: dict[str, str]
+    down = False
 
 
 @dataclass
@@ -275,6 +284,13 @@ class GitHttpServer(GitServer):
     users: dict[str, str] = field(default_factory=dict)
     ca_cert: Path | None = None
     _server: _GitHttpServer | None = None
+
+    def outage(self, down: bool = True) -> None:
+        """Drop every request (open keep-alive connections too) until called with False.
+        Shutting the server down would not do: live handler threads keep serving kept-alive
+        connections, so a client with a pooled connection would never notice."""
+        assert self._server is not None
+        self._server.down = down
 
 
 def _start_http_server(root: Path, tls_dir: Path | None) -> tuple[_GitHttpServer, GitHttpServer]:

@@ -14,10 +14,10 @@ def spec(policy="strict"):
     return FliptStorageSpec.model_validate({"git": {"remote": "https://git.example.com/f.git", "fetchPolicy": policy}})
 
 
-def state(revision, remote=None, error=None, conflict=None, degraded=False):
+def state(revision, remote=None, error=None, conflict=None, degraded=False, ready=True):
     return StorageSyncState(storage="flags", remote="https://git.example.com/f.git", branch="main",
                             fetch_policy="strict", revision=revision, remote_revision=remote or revision,
-                            last_fetch_time=T, last_error=error, degraded=degraded, conflict=conflict, ready=True)
+                            last_fetch_time=T, last_error=error, degraded=degraded, conflict=conflict, ready=ready)
 
 
 def conditions(decision):
@@ -42,9 +42,11 @@ def test_replicas_that_disagree_are_listed_and_not_synced():
 
 
 def test_fetch_errors_follow_the_policy():
-    failing = [("pod-1", state(A, error="connection refused", degraded=True))]
-    strict = storage_status("flags", spec("strict"), [], [], ["flipt"], None, failing)
+    # The sidecar applies the policy: strict -> not ready, lenient -> degraded.
+    strict_state = [("pod-1", state(A, error="connection refused", ready=False))]
+    strict = storage_status("flags", spec("strict"), [], [], ["flipt"], None, strict_state)
     assert strict.summary.phase == "retrying" and strict.summary.reason == "FetchFailed"
+    failing = [("pod-1", state(A, error="connection refused", degraded=True))]
     lenient = storage_status("flags", spec("lenient"), [], [], ["flipt"], None, failing)
     assert lenient.summary.phase == "ready" and lenient.summary.reason == "Degraded"
     assert "connection refused" in lenient.summary.message
@@ -56,6 +58,16 @@ def test_conflict_names_files_and_revisions():
     cond = conditions(d)["Conflict"]
     assert cond.status is True and "prod/default/features.yaml" in cond.message
     assert d.fields["sync"]["conflict"]["localRevision"] == A
+    assert d.summary.phase == "ready" and d.summary.reason == "Conflict"
+
+
+def test_a_conflict_reported_in_last_error_is_not_a_fetch_failure():
+    # The sidecar keeps the conflict's explanation in lastError while fetches succeed.
+    c = ConflictInfo(files=["f.yaml"], local_revision=A, remote_revision=B, detected_at=T)
+    reports = [("pod-1", state(A, remote=B, conflict=c, error="local commits change f.yaml"))]
+    d = storage_status("flags", spec("strict"), [], [], ["flipt"], None, reports)
+    assert d.summary.phase == "ready" and d.summary.reason == "Conflict"
+    assert conditions(d)["Synced"].reason == "Conflict"
 
 
 def test_before_the_first_poll_the_last_reported_state_is_kept():

@@ -204,29 +204,34 @@ def storage_status(
                                     "No environment uses this storage, so nothing syncs it."))
         return StatusDecision(Summary("ready", "Valid", "Configuration valid; waiting for the first sync report."),
                               domain, managed, fields)
+    conflict_text = None
     if sync.conflict:
         c = sync.conflict
-        domain.append(ConditionSpec(CONFLICT, True, "LocalChangesConflict",
-                                    f"Local {c.local_revision[:12]} and remote {c.remote_revision[:12]} both changed "
-                                    f"{', '.join(c.files)}; local commits are kept and not pushed."))
+        conflict_text = (f"Local {c.local_revision[:12]} and remote {c.remote_revision[:12]} both changed "
+                         f"{', '.join(c.files)}; local commits are kept and not pushed.")
+        domain.append(ConditionSpec(CONFLICT, True, "LocalChangesConflict", conflict_text))
     else:
         domain.append(ConditionSpec(CONFLICT, False, "NoConflict", "No local change conflicts with the remote."))
     states = [s for _, s in reports]
     at_head = all(s.revision and s.revision == s.remote_revision and not s.ahead for s in states)
-    if sync.last_error:
-        domain.append(ConditionSpec(SYNCED, False, "FetchFailed", sync.last_error))
+    # The sidecar applies the fetch policy itself: a strict storage that cannot fetch is not
+    # ready, a lenient one is degraded. (lastError alone may carry a conflict, not a fetch error.)
+    failing = [s.last_error for s in states if s.last_error and (not s.ready or s.degraded)]
+    if failing:
+        domain.append(ConditionSpec(SYNCED, False, "FetchFailed", failing[0]))
         if spec.git.fetch_policy == "strict":
-            return StatusDecision(Summary("retrying", "FetchFailed", sync.last_error), domain, managed, fields)
+            return StatusDecision(Summary("retrying", "FetchFailed", failing[0]), domain, managed, fields)
         served = sync.revision or "the last good state"
         return StatusDecision(
-            Summary("ready", "Degraded", f"Serving {served[:12]} (lenient) while fetches fail: {sync.last_error}"),
+            Summary("ready", "Degraded", f"Serving {served[:12]} (lenient) while fetches fail: {failing[0]}"),
             domain, managed, fields,
         )
+    if conflict_text:
+        domain.append(ConditionSpec(SYNCED, False, "Conflict", conflict_text))
+        return StatusDecision(Summary("ready", "Conflict", conflict_text), domain, managed, fields)
     if at_head:
         domain.append(ConditionSpec(SYNCED, True, "Synced", f"Every replica serves {sync.revision}."))
     else:
         domain.append(ConditionSpec(SYNCED, False, "Behind", "Not every replica serves the remote head yet."))
-    if sync.conflict:
-        return StatusDecision(Summary("ready", "Conflict", domain[-2].message), domain, managed, fields)
     return StatusDecision(Summary("ready", "Synced" if at_head else "Syncing",
                                   f"Serving {sync.revision or 'nothing yet'}."), domain, managed, fields)
