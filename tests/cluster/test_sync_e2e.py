@@ -87,8 +87,13 @@ def test_sidecar_state_reaches_fliptstorage_status(kube_cluster, operator, names
     create_custom(api, namespace, "FliptEnvironment", "production",
                   {"storage": "strict-flags", "directory": "production", "default": True})
     create_custom(api, namespace, "FliptEnvironment", "staging", {"storage": "lenient-flags", "directory": "staging"})
-    wait_for(lambda: "git-sync.yaml" in (client.CoreV1Api(api).read_namespaced_config_map(
-        "flipt-config", namespace).data or {}), timeout=30, message="rendered sidecar config")
+    def rendered_for_both():
+        data = client.CoreV1Api(api).read_namespaced_config_map("flipt-config", namespace).data or {}
+        config = yaml.safe_load(data.get("git-sync.yaml") or "{}") or {}
+        return {s["name"] for s in config.get("storages", [])} == {"strict-flags", "lenient-flags"}
+
+    # A pass may run before the second environment exists: wait for the config that has both.
+    wait_for(rendered_for_both, timeout=30, message="rendered sidecar config with both storages")
 
     sidecar, port = run_sidecar_like_the_pod(api, namespace, tmp_path, {"username": b"flipt", "password": password})
     try:
