@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client
 
 from flipt_operator.models.gitsync import GitSyncConfig
+from tests.support.deployments import read_deployment
 from tests.support.git_servers import flipt_commit, free_port, stop_process
 from tests.support.kube_objects import condition, condition_is, create_custom, get_custom, put_secret
 from tests.support.waiting import wait_for
@@ -59,7 +60,9 @@ def run_sidecar_like_the_pod(api, namespace: str, tmp_path: Path, secret_values:
 
 def pretend_pod_runs(api, namespace: str, port: int) -> None:
     """The Pod the Deployment would have: the server's labels, the sidecar port, an IP (loopback)."""
-    template = client.AppsV1Api(api).read_namespaced_deployment("flipt", namespace).spec.template
+    # The pass applies the ConfigMap before the Deployment: wait for the latter too.
+    template = wait_for(lambda: read_deployment(api, namespace, "flipt"), timeout=30,
+                        message="server Deployment").spec.template
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(namespace, {
         "apiVersion": "v1", "kind": "Pod",
