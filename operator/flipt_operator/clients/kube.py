@@ -33,14 +33,6 @@ def load_config() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 404
-
-
-def is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 409
-
-
 def api_error_text(exc: BaseException) -> str:
     """What the API server said (e.g. `services is forbidden: User ... cannot create ...`),
     else the exception's type. Never the request: an API message names objects, not values."""
@@ -78,9 +70,9 @@ class Kube:
         finally:
             response.release_conn()
 
-    def server_version(self) -> tuple[int, int]:
-        info = kubernetes.client.VersionApi(self.api_client).get_code()
-        return int(info.major), int("".join(ch for ch in info.minor if ch.isdigit()))
+    def server_git_version(self) -> str:
+        """The API server's version as /version reports it, e.g. v1.30.2-eks-1."""
+        return kubernetes.client.VersionApi(self.api_client).get_code().git_version
 
     # -- our kinds -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import prometheus_client
 
 from .. import GROUP
 from ..clients.kube import Kube, load_config
+from ..models.plan import supports_native_sidecars
 
 # Importing the handler modules registers their handlers with kopf.
 from . import credential, database, environment, secrets, storage  # noqa: F401
@@ -57,10 +58,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure_settings(settings)
     if getattr(memo, "kube", None) is None:
         memo.kube = Kube(load_config())
-    version = memo.kube.server_version()
     # Native sidecars (init containers with restartPolicy: Always) exist from Kubernetes 1.29;
     # an older API server would drop the field and we would patch the Deployment forever.
-    memo.servers = Context(kube=memo.kube, defaults=operator_defaults(native_sidecar=version >= (1, 29)),
+    native = supports_native_sidecars(memo.kube.server_git_version())
+    memo.servers = Context(kube=memo.kube, defaults=operator_defaults(native_sidecar=native),
                            peering=_PEERING and Peering(settings.peering.name, *_PEERING))
     memo.background = [
         asyncio.create_task(storage.sync_poller(memo.servers)),
