@@ -4,9 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: etcd for the local API server; Go and friends to build kube-apiserver
-# from Debian's source package; git (http-backend, daemon) and sshd for the git test servers.
-APT_PACKAGES=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev git openssh-server openssh-client dpkg-dev openssl)
+# Debian packages: etcd for the local API server; Debian's Go 1.19 and friends to build
+# kube-apiserver 1.20 from Debian's source package; git (http-backend, daemon) and sshd for the
+# git test servers; PostgreSQL, MariaDB and Redis for the database and cache tests.
+APT_PACKAGES=(
+  etcd-server golang-1.19-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
+  git openssh-server openssh-client openssl
+  postgresql mariadb-server mariadb-client redis-server
+)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from .paths import bin_dir, cache_dir, file_lock
 
-REQUIRED_PACKAGES = ("etcd-server", "golang-go", "rsync", "golang-github-modern-go-reflect2-dev", "dpkg-dev")
+REQUIRED_PACKAGES = ("etcd-server", "golang-1.19-go", "rsync", "golang-github-modern-go-reflect2-dev", "dpkg-dev")
+# The vendored tree builds with Debian's Go 1.19 only (newer Go refuses parts of it), whatever
+# `go` comes first on PATH (the machines have a current Go in /usr/local/go).
+DEBIAN_GO_BIN = Path("/usr/lib/go-1.19/bin")
 SOURCES_FILE = Path("/etc/apt/sources.list.d/debian.sources")
 SOURCES_SRC_FILE = Path("/etc/apt/sources.list.d/debian-src.sources")
 REFLECT2_SRC = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
@@ -137,7 +140,15 @@ def _make(tree: Path) -> Path:
     link = gopath / "src" / "k8s.io" / "kubernetes"
     if not link.exists():
         link.symlink_to(Path("..", "..", ".."))
-    env = dict(os.environ, GOPATH=str(gopath), CGO_ENABLED="0")
+    env = dict(
+        os.environ,
+        PATH=f"{DEBIAN_GO_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        GOROOT=str(DEBIAN_GO_BIN.parent),
+        GOTOOLCHAIN="local",
+        GOFLAGS="",
+        GOPATH=str(gopath),
+        CGO_ENABLED="0",
+    )
     _run(["make", "WHAT=cmd/kube-apiserver"], cwd=tree, env=env)
     built = tree / "_output" / "bin" / "kube-apiserver"
     if not built.is_file():
