@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/flipt-operator dev-cluster tools >/dev/null
-exec .venv/bin/pytest -q -p no:cacheprovider --durations=15 "$@"
+# Every part the tests need is installed above, so a skip is a missing install step: fail on it.
+export FLIPT_TESTS_REQUIRE_ALL=1
+exec .venv/bin/pytest -q -rs -p no:cacheprovider --durations=15 "$@"

@@ -23,6 +23,8 @@ INVALID = [
     ("FliptStorage", {"git": {"remote": "https://user:pw@"}}, "spec.git.remote"),
     ("FliptStorage", {"git": {"remote": "https://git.example.com/f.git", "pollInterval": "30 seconds"}},
      "spec.git.pollInterval"),
+    # Flipt's own schema has no decimals in durations (Go's ParseDuration would take 1.5m)
+    ("FliptStorage", {"database": {"url": "file:/a.db"}, "cache": {"ttl": "1.5m"}}, "spec.cache.ttl"),
     ("FliptStorage", {"git": {"remote": "https://git.example.com/f.git", "fetchPolicy": "eager"}},
      "spec.git.fetchPolicy"),
     ("FliptStorage", {"git": {"remote": "https://git.example.com/f.git", "credentialRef": {}}},

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
+import lupa  # a pinned test extra: missing means a broken install, not a skip
 import pytest
 import yaml
-
-lupa = pytest.importorskip("lupa")
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "argocd-health.md"
 KINDS = ("FliptCredential", "FliptStorage", "FliptEnvironment")

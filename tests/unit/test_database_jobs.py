@@ -222,3 +222,21 @@ def test_sqlite_backup_script_runs_in_posix_sh(tmp_path: Path) -> None:
     with sqlite3.connect(dst) as copy:
         assert copy.execute("SELECT x FROM t").fetchall() == [(1,)]
     assert not (tmp_path / "backups" / "job.db.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "mounted"),
+    [("flags.yaml", "flags.yaml"), ("flags.yml", "flags.yml"), ("flags.json", "flags.json"),
+     ("flags", "flags.yaml"), ("flags.txt", "flags.txt.yaml"), ("FLAGS.YAML", "FLAGS.YAML.yaml")],
+)
+def test_import_document_is_mounted_with_an_extension_flipt_decodes(key, mounted) -> None:
+    """`flipt import` picks its decoder from the file extension (yml, yaml, json, as written)."""
+    db = _pg(**{"import": {"configMapRef": {"name": "flags", "key": key}}})
+    plan = build_import_job(
+        storage_name="main", namespace="apps", image=IMAGE, database=db, dialect="postgres",
+        config_map_name="flipt-config", content_hash="f" * 64,
+    )
+    pod = _pod(plan.manifest)
+    assert pod["containers"][0]["command"][-1] == f"/import/{mounted}"
+    source = next(v for v in pod["volumes"] if v["name"] == "import")
+    assert source["configMap"]["items"] == [{"key": key, "path": mounted}]

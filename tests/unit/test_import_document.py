@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from flipt_operator.rules.import_document import content_hash, validate_import
+from flipt_operator.rules.import_document import content_hash, flipt_version, validate_import
 
 VALID = textwrap.dedent(
     """\
@@ -134,3 +134,26 @@ def test_content_hash_is_stable() -> None:
     assert content_hash("a: 1\n") == content_hash(b"a: 1\n") == content_hash("a: 1\r\n")
     assert content_hash("a: 1\n") != content_hash("a: 2\n")
     assert len(content_hash("")) == 64
+
+
+@pytest.mark.parametrize(
+    ("written", "read_as"),
+    [
+        ("1.4", "1.4"), ("v1.4", "1.4"), ("1.4.0", "1.4"), (" 1.3 ", "1.3"), ("1", "1.0"),
+        ("01.02", "1.2"), ("1.4.0+build.7", "1.4"), ("", "1.4"),
+    ],
+)
+def test_version_is_read_as_flipt_reads_it(written, read_as):
+    """blang/semver's ParseTolerant, then equality with a supported version (Flipt's importer)."""
+    assert flipt_version(written) == read_as
+    assert validate_import(f"version: '{written}'\nnamespace: x\n").summary.version == read_as
+
+
+@pytest.mark.parametrize("written", ["1.5", "1.4.1", "1.4.0-rc1", "1.4-rc1", "2", "x1.4", "1.4.x"])
+def test_versions_flipt_refuses(written):
+    assert flipt_version(written) is None
+    assert "unsupported version" in _one_error(f"version: '{written}'\n")[1]
+
+
+def test_a_null_version_means_the_latest():
+    assert validate_import("version:\nnamespace: x\n").summary.version == "1.4"

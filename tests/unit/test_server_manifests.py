@@ -79,6 +79,7 @@ def test_v2_flipt_container():
     spec = pod(build_server_manifests(git_plan()))
     flipt = container(spec, "flipt")
     assert flipt["command"] == ["/flipt", "server"]
+    assert flipt["args"] == ["--config", "/etc/flipt/config/default.yml"]  # the mounted file, explicitly
     assert flipt["image"] == "docker.flipt.io/flipt/flipt:v2.11.0"
     assert {p["name"]: p["containerPort"] for p in flipt["ports"]} == {"http": 8080, "grpc": 9000}
     m = mounts(flipt)
@@ -176,6 +177,7 @@ def test_v1_database_deployment():
     m = build_server_manifests(p)
     flipt = container(pod(m), "flipt")
     assert flipt["command"] == ["/flipt"]
+    assert flipt["args"] == ["--config", "/etc/flipt/config/default.yml"]
     assert flipt["image"] == "docker.flipt.io/flipt/flipt:v1.61.1"
     assert flipt["resources"] == {"requests": {"cpu": "100m"}}
     env_vars = {e["name"]: e for e in flipt["env"]}

@@ -400,7 +400,8 @@ def build_import_job(
     command = [FLIPT_BINARY, "import", "--config", CONFIG_PATH]
     if spec.drop:
         command.append("--drop")
-    command.append(f"{IMPORT_MOUNT}/{source.key}")
+    document = import_document_file(source.key)
+    command.append(f"{IMPORT_MOUNT}/{document}")
     target = _Target(storage_name, namespace, database, dialect, config_map_name, config_key, sqlite_path)
     return _database_job(
         name=import_job_name(storage_name, content_hash, spec.drop),
@@ -410,12 +411,22 @@ def build_import_job(
         backup_image=image,
         command=command,
         extra_volumes=[
-            {"name": "import", "configMap": {"name": source.name, "items": [{"key": source.key, "path": source.key}]}}
+            {"name": "import", "configMap": {"name": source.name, "items": [{"key": source.key, "path": document}]}}
         ],
         extra_mounts=[{"name": "import", "mountPath": IMPORT_MOUNT, "readOnly": True}],
         annotations={ANNOTATION_CONTENT_HASH: content_hash},
         options=options,
     )
+
+
+def import_document_file(config_map_key: str) -> str:
+    """The file name the import document is mounted under. `flipt import` picks its decoder from
+    the file's extension and fails on anything but yml, yaml or json, whatever the ConfigMap key is
+    called; YAML reads JSON too, so any other key is mounted as `<key>.yaml`."""
+    _, dot, extension = config_map_key.rpartition(".")
+    if dot and extension in ("yml", "yaml", "json"):  # Flipt compares the extension as written
+        return config_map_key
+    return f"{config_map_key}.yaml"
 
 
 def restore_commands(dialect: str, backup_path: str, sqlite_path: str | None = None) -> list[str]:

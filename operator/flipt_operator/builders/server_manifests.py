@@ -165,6 +165,8 @@ def flipt_container(plan: ServerPlan) -> dict[str, Any]:
         "image": plan.image,
         "imagePullPolicy": plan.image_pull_policy,
         "command": ["/flipt"] if plan.generation == "v1" else ["/flipt", "server"],
+        # Explicit: without it Flipt prefers ~/.config/flipt/config.yml over the mounted file.
+        "args": ["--config", CONFIG_FILE],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},

@@ -9,9 +9,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-# Go's time.ParseDuration syntax, the one Flipt reads: "30s", "1m30s", "1.5h".
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+# The duration pattern of Flipt's own config schema (config/flipt.schema.json): "30s", "1m30s",
+# "2h", no decimals. Go's time.ParseDuration would take "1.5h", but Flipt's schema refuses it, so
+# the CRD refuses it at apply time instead of the server failing at start.
+DURATION_PATTERN = r"^([0-9]+(ns|us|µs|ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # A DNS-1123 label: what Kubernetes accepts as a Service or Deployment name.

@@ -9,6 +9,7 @@ reported on the FliptStorage instead of failing inside a Job.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,12 +216,15 @@ def validate_import(text: str) -> ImportValidation:
             key_node, node = entries["version"]
             value = node.value if isinstance(node, ScalarNode) else None
             if index == 1:
-                if value not in SUPPORTED_VERSIONS:
+                if _is_null(node):  # Flipt reads a null version as empty: the latest
+                    value = ""
+                supported = flipt_version(value) if value is not None else None
+                if supported is None:
                     shown = value if value is not None else _kind(node)
                     check.error(node, _join(where, "version"),
                                 f"unsupported version {shown!r} (supported: {', '.join(SUPPORTED_VERSIONS)})")
                 else:
-                    version = value
+                    version = supported
             else:
                 check.warn(key_node, _join(where, "version"),
                            "version is read only from the first document; Flipt ignores it here")
@@ -253,6 +257,37 @@ def validate_import(text: str) -> ImportValidation:
             segments=total_segments,
         )
     return ImportValidation(errors=tuple(check.errors), warnings=tuple(check.warnings), summary=summary)
+
+
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+)
+
+
+def flipt_version(text: str) -> str | None:
+    """The supported version (`1.0`..`1.4`) that a document's `version` names, read the way Flipt
+    reads it (blang/semver's ParseTolerant, then equality with a supported version): spaces and a
+    leading `v` are dropped, leading zeros too, missing parts are 0 and build metadata is ignored;
+    so `1.4`, `v1.4`, `1.4.0` and `1.4.0+x` all mean 1.4. An empty value means the latest.
+    None when Flipt refuses it."""
+    text = text.strip()
+    if not text:
+        return SUPPORTED_VERSIONS[-1]
+    parts = text.removeprefix("v").split(".", 2)
+    for i, part in enumerate(parts):
+        if len(part) > 1:
+            part = part.lstrip("0")
+            parts[i] = part if part[:1].isdigit() else "0" + part
+    if len(parts) < 3:
+        if "+" in parts[-1] or "-" in parts[-1]:
+            return None
+        parts += ["0"] * (3 - len(parts))
+    match = _SEMVER.fullmatch(".".join(parts))
+    if match is None or match.group(4) is not None or match.group(3) != "0":
+        return None
+    short = f"{match.group(1)}.{match.group(2)}"
+    return short if short in SUPPORTED_VERSIONS else None
 
 
 def _join(where: str, path: str) -> str:
