@@ -13,7 +13,9 @@ from pydantic.alias_generators import to_camel
 # "2h", no decimals. Go's time.ParseDuration would take "1.5h", but Flipt's schema refuses it, so
 # the CRD refuses it at apply time instead of the server failing at start.
 DURATION_PATTERN = r"^([0-9]+(ns|us|µs|ms|s|m|h))+$"
-_DURATION_PART = re.compile(r"([0-9]+)(ns|us|µs|ms|s|m|h)")
+# Go's time.ParseDuration syntax ("1.5s"), for the sidecar's own settings, which Flipt never reads.
+GO_DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # A DNS-1123 label: what Kubernetes accepts as a Service or Deployment name.
@@ -24,12 +26,13 @@ OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go duration string; raises ValueError on anything else."""
-    if not text or not re.fullmatch(DURATION_PATTERN, text):
+    if not text or not re.fullmatch(GO_DURATION_PATTERN, text):
         raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 1m30s, 2h)")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+GoDuration = Annotated[str, Field(pattern=GO_DURATION_PATTERN)]
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)]
 
 # Kubernetes quantities are written as 1, 0.5 or "500m": an int-or-string in the schema.

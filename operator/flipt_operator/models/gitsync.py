@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from .common import ApiModel, Duration
+from .common import ApiModel, GoDuration
 from .credential import CredentialType
 from .sync import FetchPolicy
 
@@ -45,7 +45,7 @@ class GitSyncStorage(ApiModel):
     name: str = Field(min_length=1, description="Storage identifier (the FliptStorage name).")
     remote: str = Field(min_length=1)
     branch: str = "main"
-    poll_interval: Duration = "30s"
+    poll_interval: GoDuration = "30s"
     fetch_policy: FetchPolicy = "strict"
     repository_path: str = Field(description="Repository on the shared volume that Flipt serves as a local backend.")
     credential: GitSyncCredential | None = None
