@@ -21,6 +21,9 @@ INVALID = [
     ("FliptStorage", {**STORAGE_GIT, "memory": {}}, "spec"),
     ("FliptStorage", {"git": {"remote": "ftp://example.com/x.git"}}, "spec.git.remote"),
     ("FliptStorage", {"git": {"remote": "https://user:pw@"}}, "spec.git.remote"),
+    # a password in the remote would sit in the sidecar's ConfigMap
+    ("FliptStorage", {"git": {"remote": "https://user:s3cret@git.example.com/f.git"}}, "spec.git.remote"),
+    ("FliptStorage", {"git": {"remote": "ssh://git:s3cret@git.example.com/f.git"}}, "spec.git.remote"),
     ("FliptStorage", {"git": {"remote": "https://git.example.com/f.git", "pollInterval": "30 seconds"}},
      "spec.git.pollInterval"),
     # Flipt's own schema has no decimals in durations (Go's ParseDuration would take 1.5m)

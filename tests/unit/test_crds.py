@@ -57,3 +57,16 @@ def test_printer_columns_and_names():
         assert "flipt" in doc["spec"]["names"]["categories"]
         assert version["subresources"] == {"status": {}}
         yaml.safe_dump(doc)  # serialisable
+
+
+def test_git_remote_may_name_a_user_but_never_carry_a_password():
+    import re
+
+    from flipt_operator.models.storage import REMOTE_PATTERN
+
+    for ok in ("https://git.example.com/f.git", "https://oauth2@git.example.com/f.git",
+               "ssh://git@git.example.com:2222/f.git", "git://127.0.0.1:9418/f.git",
+               "http://[::1]:8080/f.git", "git@github.com:acme/flags.git"):
+        assert re.match(REMOTE_PATTERN, ok), ok
+    for bad in ("https://user:pw@git.example.com/f.git", "ssh://git:pw@host/f.git", "https://git.example.com"):
+        assert not re.match(REMOTE_PATTERN, bad), bad

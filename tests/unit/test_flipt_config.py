@@ -28,7 +28,8 @@ def test_v2_git_storage_is_served_from_the_sidecar_repository():
     }
     assert "credentials" not in config
     assert config["environments"] == {
-        "production": {"name": "Production", "storage": "flags", "directory": "production", "default": True},
+        # the environment's key in Flipt is the object's name; displayName stays on the Kubernetes side
+        "production": {"name": "production", "storage": "flags", "directory": "production", "default": True},
         "staging": {"name": "staging", "storage": "flags", "directory": "staging", "default": False},
     }
     assert "db" not in config and "cache" not in config

@@ -41,7 +41,9 @@ def _v2(plan: ServerPlan) -> dict[str, Any]:
     config["storage"] = {s.name: v2_storage(s) for s in plan.storages}
     environments: dict[str, Any] = {}
     for env in plan.environments:
-        entry: dict[str, Any] = {"name": env.display_name, "storage": env.storage, "default": env.default}
+        # `name` is the environment's key in Flipt (API routing, branch prefix, store key; two equal
+        # names replace each other), not a label: the FliptEnvironment's name, unique per namespace.
+        entry: dict[str, Any] = {"name": env.name, "storage": env.storage, "default": env.default}
         if env.directory:
             entry["directory"] = env.directory
         environments[env.name] = entry

@@ -34,7 +34,13 @@ class FliptEnvironmentSpec(ApiModel):
         description="Subdirectory of the storage holding this environment's namespaces.",
     )
     default: bool = Field(default=False, description="The server's default environment; exactly one per server.")
-    display_name: str | None = Field(default=None, description="Name shown by Flipt (environments.<id>.name).")
+    display_name: str | None = Field(
+        default=None,
+        description=(
+            "A label for people, kept on the Kubernetes side only. Flipt's environment key "
+            "(environments.<id>.name: API routing, branch prefix) is this object's name."
+        ),
+    )
     server: str = Field(
         default="flipt",
         max_length=50,

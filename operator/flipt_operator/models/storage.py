@@ -19,7 +19,12 @@ from .common import (
 from .sync import ConflictInfo, FetchPolicy
 
 # https://, http://, ssh://, git://, or scp-like git@host:path. Credentials never belong in the URL.
-REMOTE_PATTERN = r"^((https?|ssh|git)://[^\s@/]+(@[^\s/]+)?(:[0-9]+)?/\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$"
+# A URL's userinfo may name a user but never a password (`user:password@`): the remote is
+# written into the sidecar's ConfigMap, so a password there would be a secret in plain text.
+REMOTE_PATTERN = (
+    r"^((https?|ssh|git)://([^\s@/:]+@)?([^\s@/:\[\]]+|\[[0-9A-Fa-f:.]+\])(:[0-9]+)?/\S+"
+    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$"
+)
 BackendKind = Literal["database", "git", "local", "memory"]
 
 
@@ -87,7 +92,10 @@ class DatabaseSpec(ApiModel):
 class GitSpec(ApiModel):
     remote: str = Field(
         pattern=REMOTE_PATTERN,
-        description="Git remote: https://, http://, ssh://, git:// or git@host:path. No credentials in it.",
+        description=(
+            "Git remote: https://, http://, ssh://, git:// or git@host:path. No password in it "
+            "(put credentials in a FliptCredential); a user name is allowed."
+        ),
     )
     branch: str = Field(default="main", min_length=1, description="Branch to serve and push to.")
     poll_interval: Duration = Field(default="30s", description="How often the remote is fetched, e.g. 30s.")
@@ -108,12 +116,18 @@ class GitSpec(ApiModel):
 
 
 class LocalSpec(ApiModel):
+    """A Flipt v2 `local` backend: a git repository on a volume that only Flipt writes (through its
+    API); nothing syncs it with a remote, and Flipt does not re-read changes made beside it."""
+
     path: str = Field(
         default="/var/opt/flipt/local",
         pattern=r"^/\S*$",
-        description="Absolute path of the flag files inside the server pod; Flipt re-reads it every 10s.",
+        description=(
+            "Absolute path, inside the server pod, of the git repository Flipt keeps (backend.path); "
+            "Flipt creates it on first start. Only Flipt writes it: changes made beside Flipt are not read."
+        ),
     )
-    claim_name: ObjectName = Field(description="PersistentVolumeClaim holding the flag files.")
+    claim_name: ObjectName = Field(description="PersistentVolumeClaim holding the repository, so it survives restarts.")
 
 
 class MemorySpec(ApiModel):
