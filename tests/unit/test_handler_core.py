@@ -1,0 +1,143 @@
+"""The small pieces every handler leans on: the per-namespace coalescer, change fingerprints,
+retry backoff and the store of sidecar reports. Pure Python, so they are tested directly."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from flipt_operator.handlers.context import Backoff, Fingerprints, SyncReports
+from flipt_operator.handlers.servers import Coalescer
+from flipt_operator.models.sync import StorageSyncState
+
+# -- Coalescer -----------------------------------------------------------------------------------
+
+
+def test_requests_during_a_pass_fold_into_exactly_one_more_pass():
+    coalescer = Coalescer()
+    inside, release = threading.Event(), threading.Event()
+    passes: list[str] = []
+
+    def work(namespace: str) -> None:
+        passes.append(namespace)
+        if len(passes) == 1:  # hold the first pass open while others ask
+            inside.set()
+            assert release.wait(5)
+
+    first = threading.Thread(target=coalescer.run, args=("ns", work))
+    first.start()
+    assert inside.wait(5)
+    for _ in range(5):  # each returns at once: the pass under way takes them
+        coalescer.run("ns", work)
+    release.set()
+    first.join(5)
+    assert passes == ["ns", "ns"]
+
+
+def test_namespaces_do_not_wait_for_each_other():
+    coalescer = Coalescer()
+    inside, release = threading.Event(), threading.Event()
+    passes: list[str] = []
+
+    def work(namespace: str) -> None:
+        passes.append(namespace)
+        if namespace == "slow":
+            inside.set()
+            assert release.wait(5)
+
+    slow = threading.Thread(target=coalescer.run, args=("slow", work))
+    slow.start()
+    assert inside.wait(5)
+    coalescer.run("fast", work)  # runs now, on this thread, while "slow" is held
+    assert passes == ["slow", "fast"]
+    release.set()
+    slow.join(5)
+
+
+def test_a_failing_pass_propagates_and_frees_the_namespace():
+    coalescer = Coalescer()
+
+    def broken(namespace: str) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        coalescer.run("ns", broken)
+    ran: list[str] = []
+    coalescer.run("ns", ran.append)  # not stuck "running"
+    assert ran == ["ns"]
+
+
+# -- Fingerprints ---------------------------------------------------------------------------------
+
+
+def _event(kind="FliptStorage", generation=1, labels=None, annotations=None, status=None, type_="MODIFIED"):
+    return {
+        "type": type_,
+        "object": {
+            "kind": kind,
+            "metadata": {"namespace": "ns", "name": "a", "generation": generation, "labels": labels,
+                         "annotations": annotations},
+            "status": status,
+        },
+    }
+
+
+def test_our_own_status_write_is_not_a_change_but_a_spec_change_is():
+    seen = Fingerprints()
+    assert seen.changed(_event(status={"x": 1}))
+    assert not seen.changed(_event(status={"x": 2}))  # status of our kinds: our own write
+    assert seen.changed(_event(generation=2))
+    assert seen.changed(_event(generation=2, labels={"a": "b"}))
+    assert seen.changed(_event(generation=2, labels={"a": "b"}, annotations={"flipt.io/retry-import": "1"}))
+    assert not seen.changed(_event(generation=2, labels={"a": "b"}, annotations={"flipt.io/retry-import": "1"}))
+
+
+def test_deployment_and_job_status_is_a_change():
+    seen = Fingerprints()
+    assert seen.changed(_event(kind="Deployment", status={"availableReplicas": 0}))
+    assert not seen.changed(_event(kind="Deployment", status={"availableReplicas": 0}))
+    assert seen.changed(_event(kind="Deployment", status={"availableReplicas": 1}))
+
+
+def test_a_deleted_object_is_forgotten():
+    seen = Fingerprints()
+    assert seen.changed(_event())
+    assert seen.changed(_event(type_="DELETED"))
+    assert seen.changed(_event())  # created again with the same fingerprint: still news
+
+
+# -- Backoff --------------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_per_key_up_to_the_cap_and_resets_on_success():
+    backoff = Backoff(first=1.0, cap=8.0)
+    assert [backoff.failed("a") for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff.failed("b") == 1.0  # keys are independent
+    backoff.succeeded("a")
+    assert backoff.failed("a") == 1.0
+
+
+# -- SyncReports ----------------------------------------------------------------------------------
+
+
+def _state(revision: str) -> StorageSyncState:
+    return StorageSyncState(storage="flags", remote="https://git.example.com/f.git", branch="main",
+                            fetch_policy="strict", revision=revision)
+
+
+def test_reports_are_unknown_until_the_namespace_is_read_then_replaced_whole():
+    reports = SyncReports()
+    assert reports.for_storage("ns", "flags") is None  # not read yet: callers keep what status says
+    assert reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))]})
+    assert reports.for_storage("ns", "flags") == [("pod-a", _state("a" * 40))]
+    assert reports.for_storage("ns", "other") == []  # read, and no sidecar reports it
+    assert not reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))]})  # same: no news
+    assert reports.replace_namespace("ns", {})  # the pod went away
+    assert reports.for_storage("ns", "flags") == []
+
+
+def test_reading_a_namespace_with_no_sidecars_the_first_time_is_news():
+    reports = SyncReports()
+    assert reports.replace_namespace("ns", {})
+    assert reports.for_storage("ns", "flags") == []
