@@ -65,7 +65,7 @@ def _without_defaults(node: Any) -> Any:
 
 def structural_schema(model: type[ApiModel], *, defaults: bool = True) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    schema = _resolve(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
     schema.setdefault("type", "object")
     return schema if defaults else _without_defaults(schema)
 

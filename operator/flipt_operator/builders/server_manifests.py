@@ -182,7 +182,7 @@ def flipt_container(plan: ServerPlan) -> dict[str, Any]:
 
 
 def _sidecar_mounts(plan: ServerPlan) -> list[dict[str, Any]]:
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_PATH, "subPath": GITSYNC_KEY, "readOnly": True},
         # The whole data volume, as Flipt sees it: the repositories live at REPOSITORIES_ROOT in both.
         {"name": "data", "mountPath": DATA_DIR},

@@ -95,7 +95,7 @@ def merge_conditions(
             "reason": w.reason,
             # kube-apiserver 1.20 reads an empty string in a merge patch as null and refuses it.
             "message": w.message or w.reason,
-            "lastTransitionTime": _timestamp(now) if changed else old["lastTransitionTime"],
+            "lastTransitionTime": _timestamp(now) if changed or old is None else old["lastTransitionTime"],
         }
         if generation is not None:
             cond["observedGeneration"] = generation

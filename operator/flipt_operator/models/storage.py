@@ -185,7 +185,7 @@ class FliptStorageSpec(ApiModel):
     def backend(self) -> BackendKind:
         for kind in ("database", "git", "local", "memory"):
             if getattr(self, kind) is not None:
-                return kind  # type: ignore[return-value]
+                return kind
         raise AssertionError("validated: one backend is set")
 
 

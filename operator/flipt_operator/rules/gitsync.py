@@ -71,7 +71,7 @@ def retry_delay(poll_interval: float, failures: int, rng: random.Random | None =
     cap = max(poll_interval, min(4 * poll_interval, 300.0))
     delay = min(poll_interval * (2 ** max(failures, 0)), cap)
     jitter = (rng or random).uniform(-0.1, 0.1)
-    return max(0.05, delay * (1 + jitter))
+    return float(max(0.05, delay * (1 + jitter)))
 
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")

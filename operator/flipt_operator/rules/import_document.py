@@ -140,7 +140,7 @@ class _Checker:
         if not isinstance(node, ScalarNode) or _is_null(node) or not node.value.strip():
             self.error(node, f"{path}.key", f"{what} key must be a non-empty string")
             return None
-        return node.value
+        return str(node.value)
 
     def unique_key(
         self, entries: dict[str, tuple[Node, Node]], owner: Node, path: str, what: str, seen: Counter[str], scope: str
@@ -305,7 +305,7 @@ def _namespace(check: _Checker, entries: dict[str, tuple[Node, Node]], where: st
         if not node.value.strip():
             check.error(node, path, "namespace must not be empty")
             return DEFAULT_NAMESPACE
-        return node.value
+        return str(node.value)
     ne = check.mapping(node, path, "namespace (a key string or {key, name, description})")
     if ne is None:
         return DEFAULT_NAMESPACE

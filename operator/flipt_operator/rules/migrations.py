@@ -13,6 +13,8 @@ row needs a person (see `dirty_repair`).
 
 from __future__ import annotations
 
+import functools
+
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -45,7 +47,8 @@ def expected_version(dialect: str, image: str) -> int | None:
     tag = image_tag(image)
     if tag is None:
         return None
-    return EXPECTED_VERSIONS.get(tag, {}).get(dialect)  # type: ignore[call-overload]
+    known: dict[str, int] = EXPECTED_VERSIONS.get(tag, {})  # type: ignore[assignment]
+    return known.get(dialect)
 
 
 class SchemaState(str, Enum):
@@ -91,16 +94,16 @@ def assess_schema(dialect: str, version: int | None, dirty: bool | None, image: 
     """
     expected = expected_version(dialect, image)
     dirty = bool(dirty)
-    common = {"dialect": dialect, "version": version, "expected": expected, "dirty": dirty}
+    # what every assessment carries; each branch adds its state, reason and message
+    common = functools.partial(SchemaAssessment, dialect=dialect, version=version, expected=expected, dirty=dirty)
     if version is None:
-        return SchemaAssessment(
+        return common(
             state=SchemaState.FRESH,
             reason="DatabaseFresh",
             message="Empty database: Flipt creates the schema when it starts.",
-            **common,
         )
     if dirty:
-        return SchemaAssessment(
+        return common(
             state=SchemaState.DIRTY,
             reason="SchemaDirty",
             message=(
@@ -108,31 +111,27 @@ def assess_schema(dialect: str, version: int | None, dirty: bool | None, image: 
                 "will not migrate until a person repairs it. See status repair hint / docs/database.md."
             ),
             repair=dirty_repair(dialect, version),
-            **common,
         )
     if expected is None:
-        return SchemaAssessment(
+        return common(
             state=SchemaState.UNKNOWN,
             reason="ExpectedVersionUnknown",
             message=(
                 f"Schema version {version}; the version expected by {image} is not known to the operator, "
                 "so `flipt migrate` (a no-op when nothing is pending) decides."
             ),
-            **common,
         )
     if version < expected:
-        return SchemaAssessment(
+        return common(
             state=SchemaState.PENDING,
             reason="MigrationsPending",
             message=f"Schema version {version}, {image} expects {expected}: `flipt migrate` must run.",
-            **common,
         )
     ahead = f" (newer than the {expected} {image} expects; Flipt accepts that)" if version > expected else ""
-    return SchemaAssessment(
+    return common(
         state=SchemaState.UP_TO_DATE,
         reason="MigrationsApplied",
         message=f"Schema version {version}{ahead}.",
-        **common,
     )
 
 

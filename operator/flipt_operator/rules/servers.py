@@ -136,15 +136,15 @@ def _plan_server(
     image = (deployment.image if deployment else None) or (
         defaults.v1_image if generation == "v1" else defaults.v2_image
     )
-    for name, spec in envs.items():
-        if spec.storage is None:
+    for name, env_spec in envs.items():
+        if env_spec.storage is None:
             out.warn(
                 ENV, name, "spec.storage", "FlagsNotPersisted",
                 f"No spec.storage: environment {name} uses Flipt's automatic '{IMPLICIT_STORAGE}' storage "
                 "(memory), whose flags are lost on every restart. Set spec.storage to a FliptStorage "
                 "with git, local or database storage to keep them.",
             )
-        if default_name and name != default_name and spec.deployment is not None:
+        if default_name and name != default_name and env_spec.deployment is not None:
             out.warn(
                 ENV, name, "spec.deployment", "DeploymentSettingsIgnored",
                 f"spec.deployment is read from the default environment {default_name} of server {server} "
