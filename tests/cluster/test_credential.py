@@ -64,8 +64,11 @@ def test_key_rotation_and_removal_reevaluate_without_restart(kube_cluster, opera
     assert "'token'" in condition(obj, "Ready")["message"]
     put_secret(api, namespace, "token", {"token": TOKEN + "-rotated"})
     obj = ready_with(api, namespace, "gh", "True", timeout=10)
-    reasons = [e.reason for e in events_for(api, namespace, "gh")]
-    assert reasons.count("MissingKey") == 1 and reasons.count("CredentialsValid") == 2
+    # A repeated Event bumps the count of the one already posted, as Kubernetes' recorder does.
+    counts: dict[str, int] = {}
+    for e in events_for(api, namespace, "gh"):
+        counts[e.reason] = counts.get(e.reason, 0) + (e.count or 1)
+    assert counts["MissingKey"] == 1 and counts["CredentialsValid"] == 2
     # Deleting the Secret is seen at once too.
     from kubernetes import client
     client.CoreV1Api(api).delete_namespaced_secret("token", namespace)

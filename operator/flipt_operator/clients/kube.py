@@ -198,7 +198,8 @@ class Kube:
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return self._raw(self.core.list_namespaced_pod, namespace, label_selector=label_selector)["items"]
 
-    def post_event(self, involved: dict[str, Any], *, warning: bool, reason: str, message: str) -> None:
+    def post_event(self, involved: dict[str, Any], *, warning: bool, reason: str, message: str) -> str:
+        """Create an Event; returns its name (for `bump_event`)."""
         meta = involved["metadata"]
         stamp = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
@@ -222,7 +223,14 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self._raw(self.core.create_namespaced_event, meta["namespace"], body)
+        created = self._raw(self.core.create_namespaced_event, meta["namespace"], body)
+        return str(created["metadata"]["name"])
+
+    def bump_event(self, namespace: str, name: str, count: int) -> None:
+        """The same Event happened again: raise its count and lastTimestamp (as client-go does)."""
+        patch = {"count": count, "lastTimestamp": _now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self._raw(self.core.patch_namespaced_event, name, namespace, patch,
+                  _content_type="application/merge-patch+json")
 
 
 def _now() -> datetime:

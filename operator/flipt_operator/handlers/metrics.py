@@ -12,3 +12,6 @@ API_WRITES = Counter(
     "flipt_operator_api_writes_total", "Writes the operator made to the API server.", ["kind", "verb"]
 )
 EVENTS = Counter("flipt_operator_events_total", "Events posted.", ["kind", "type", "reason"])
+EVENTS_DROPPED = Counter(
+    "flipt_operator_events_dropped_total", "Events not posted: past the per-object rate limit.", ["kind", "reason"]
+)

@@ -12,7 +12,8 @@ from typing import Any, Iterator
 from ..builders.status import ConditionSpec, Summary, merge_conditions, merge_patch, now_utc, transitions
 from ..clients.kube import Kube
 from ..models.kinds import KindInfo
-from .metrics import API_WRITES, EVENTS
+from .events import RECORDER
+from .metrics import API_WRITES
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,5 @@ def write_status(
     API_WRITES.labels(kind.kind, "patch-status").inc()
     involved = {**body, "apiVersion": body.get("apiVersion"), "kind": kind.kind}
     for change in transitions(old.get("conditions"), new["conditions"]):
-        try:
-            kube.post_event(involved, warning=change.warning, reason=change.reason, message=change.message)
-            API_WRITES.labels(kind.kind, "create-event").inc()
-            EVENTS.labels(kind.kind, "Warning" if change.warning else "Normal", change.reason).inc()
-        except Exception as exc:  # noqa: BLE001 - an event is best effort; status already holds it
-            log.warning("could not post event %s for %s/%s: %s", change.reason, meta["namespace"], meta["name"], exc)
+        RECORDER.record(kube, involved, warning=change.warning, reason=change.reason, message=change.message)
     return True
