@@ -109,7 +109,14 @@ def _http_probe(path: str, port: str, **extra: int) -> dict[str, Any]:
 
 
 def _resources(plan: ServerPlan) -> dict[str, Any]:
-    return plan.resources.to_api() if plan.resources is not None else {}
+    return quantities_as_strings(plan.resources.to_api()) if plan.resources is not None else {}
+
+
+def quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
+    """`cpu: 1` as "1": server-side apply on Kubernetes 1.20 refuses a number where the schema
+    says Quantity (a 500, "expected string"), although a create or merge patch takes it."""
+    return {group: {name: str(value) for name, value in (amounts or {}).items()}
+            for group, amounts in resources.items()}
 
 
 def _volumes(plan: ServerPlan) -> list[dict[str, Any]]:
@@ -207,7 +214,7 @@ def _sidecar_base(plan: ServerPlan, name: str, command: list[str]) -> dict[str, 
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ],
-        "resources": dict(plan.sidecar_resources),
+        "resources": quantities_as_strings(dict(plan.sidecar_resources)),
         "securityContext": _security_context(),
         "volumeMounts": _sidecar_mounts(plan),
     }
