@@ -171,22 +171,28 @@ class Kube:
         if existing is not None:
             if already_applied(desired, existing):
                 return "unchanged", existing
-            if same_object(self._server_side_apply(desired, dry_run=True), existing):
+            if same_object(self._server_side_apply(desired, dry_run=True)[1], existing):
                 return "unchanged", existing
-        stored = self._server_side_apply(desired)
-        if existing is None:
+        created, stored = self._server_side_apply(desired)
+        if created:
             return "created", stored
-        changed = stored["metadata"].get("resourceVersion") != existing["metadata"].get("resourceVersion")
-        return ("patched" if changed else "unchanged"), stored
+        # Known absent but there (created meanwhile): applied over it, maybe without a change.
+        before = (existing or {}).get("metadata", {}).get("resourceVersion")
+        return ("unchanged" if stored["metadata"].get("resourceVersion") == before else "patched"), stored
 
-    def _server_side_apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    def _server_side_apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> tuple[bool, dict[str, Any]]:
+        """(whether it created the object, the object as stored or as it would be)."""
         meta = manifest["metadata"]
         api, noun = self._api_for(manifest["kind"])
-        return self._raw(
-            getattr(api, f"patch_namespaced_{noun}"), meta["name"], meta["namespace"], manifest,
+        response = getattr(api, f"patch_namespaced_{noun}")(
+            meta["name"], meta["namespace"], manifest,
             field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
-            **({"dry_run": "All"} if dry_run else {}),
+            _preload_content=False, **({"dry_run": "All"} if dry_run else {}),
         )
+        try:
+            return response.status == 201, json.loads(response.data)
+        finally:
+            response.release_conn()
 
     def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Add annotations to an existing object (a marker, not desired state): a merge patch, so
