@@ -31,9 +31,15 @@ class CountingKube(Kube):
 
 def _manifests(namespace: str, **deployment):
     plan = ok_plan({"a": env(deployment=deployment)} if deployment else {"a": env()})
-    built = build_server_manifests(dataclasses.replace(plan, namespace=namespace))
+    return _placed(build_server_manifests(dataclasses.replace(plan, namespace=namespace)), namespace)
+
+
+def _placed(built, namespace: str):
+    """In the namespace, without the managed-by label: the session's operator watches every
+    namespace and would delete labelled objects that no environment asks for."""
     for manifest in built.all():
         manifest["metadata"]["namespace"] = namespace
+        del manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"]
     return built
 
 
@@ -72,8 +78,7 @@ def test_rolling_update_to_recreate_is_accepted(kube_cluster, namespace):
     kube.apply_object(rolling)
     # The same server moved to SQLite on a claim: one pod at a time.
     sqlite = ok_plan({"a": env(storage="db")}, {"db": database(url="file:/var/opt/flipt/flipt.db", claimName="data")})
-    recreate = build_server_manifests(dataclasses.replace(sqlite, namespace=namespace)).deployment
-    recreate["metadata"]["namespace"] = namespace
+    recreate = _placed(build_server_manifests(dataclasses.replace(sqlite, namespace=namespace)), namespace).deployment
     assert recreate["spec"]["strategy"] == {"type": "Recreate"}
     outcome, stored = kube.apply_object(recreate)
     assert outcome == "patched"
@@ -150,7 +155,7 @@ def test_a_job_applied_again_is_untouched_and_its_marker_keeps_what_the_operator
     job = {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "migrate", "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "flipt-operator"}},
+                     "labels": {"app.kubernetes.io/name": "migrate"}},
         "spec": {"backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never", "containers": [{"name": "migrate", "image": "flipt:v1", "args": ["migrate"]}]}}},
     }
@@ -165,5 +170,5 @@ def test_a_job_applied_again_is_untouched_and_its_marker_keeps_what_the_operator
     kube.applies.clear()
     outcome, stored = kube.apply_object(job)
     assert (outcome, kube.applies) == ("unchanged", [])
-    assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "flipt-operator"
+    assert stored["metadata"]["labels"]["app.kubernetes.io/name"] == "migrate"
     assert stored["metadata"]["annotations"]["flipt.io/cache-purged"] == "3"
