@@ -191,7 +191,8 @@ def test_v1_database_deployment():
 def test_sqlite_uses_claim_and_recreate():
     p = ok_plan({"a": env(storage="db")}, {"db": database(url="file:/var/opt/flipt/flipt.db", claimName="flipt-data")})
     m = build_server_manifests(p)
-    assert volumes(pod(m))["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": "flipt-data"}}
+    # Named after its source: an emptyDir "data" is replaced whole under server-side apply.
+    assert volumes(pod(m))["data-claim"] == {"name": "data-claim", "persistentVolumeClaim": {"claimName": "flipt-data"}}
     assert m.deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 

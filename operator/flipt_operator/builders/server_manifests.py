@@ -109,7 +109,22 @@ def _http_probe(path: str, port: str, **extra: int) -> dict[str, Any]:
 
 
 def _resources(plan: ServerPlan) -> dict[str, Any]:
-    return plan.resources.to_api() if plan.resources is not None else {}
+    return quantities_as_strings(plan.resources.to_api()) if plan.resources is not None else {}
+
+
+def quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
+    """`cpu: 1` as "1": server-side apply on Kubernetes 1.20 refuses a number where the schema
+    says Quantity (a 500, "expected string"), although a create or merge patch takes it."""
+    return {group: {name: str(value) for name, value in (amounts or {}).items()}
+            for group, amounts in resources.items()}
+
+
+def _data_volume(plan: ServerPlan) -> str:
+    """The data volume's name says its source. Server-side apply on 1.20 does not record an
+    empty `emptyDir: {}` as the operator's, so a volume of the same name switching to a claim
+    would keep the emptyDir next to it (refused: two volume types). Under another name the old
+    volume is removed whole."""
+    return "data-claim" if plan.data_claim else "data"
 
 
 def _volumes(plan: ServerPlan) -> list[dict[str, Any]]:
@@ -119,9 +134,9 @@ def _volumes(plan: ServerPlan) -> list[dict[str, Any]]:
         {"name": "tmp", "emptyDir": {}},
     ]
     if plan.data_claim:
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": plan.data_claim}})
+        volumes.append({"name": _data_volume(plan), "persistentVolumeClaim": {"claimName": plan.data_claim}})
     else:
-        volumes.append({"name": "data", "emptyDir": {}})
+        volumes.append({"name": _data_volume(plan), "emptyDir": {}})
     for claim in sorted({s.spec.local.claim_name for s in plan.local_storages if s.spec.local}):
         volumes.append({"name": _volume_name("claim", claim), "persistentVolumeClaim": {"claimName": claim}})
     if plan.git_storages:
@@ -152,7 +167,7 @@ def _volumes(plan: ServerPlan) -> list[dict[str, Any]]:
 def flipt_container(plan: ServerPlan) -> dict[str, Any]:
     mounts = [
         {"name": "config", "mountPath": CONFIG_FILE, "subPath": CONFIG_KEY, "readOnly": True},
-        {"name": "data", "mountPath": DATA_DIR},
+        {"name": _data_volume(plan), "mountPath": DATA_DIR},
         {"name": "state", "mountPath": STATE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
@@ -185,7 +200,7 @@ def _sidecar_mounts(plan: ServerPlan) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_PATH, "subPath": GITSYNC_KEY, "readOnly": True},
         # The whole data volume, as Flipt sees it: the repositories live at REPOSITORIES_ROOT in both.
-        {"name": "data", "mountPath": DATA_DIR},
+        {"name": _data_volume(plan), "mountPath": DATA_DIR},
         {"name": "git-sync-tmp", "mountPath": "/tmp"},
     ]
     for cred in plan.credentials:
@@ -209,7 +224,7 @@ def _sidecar_base(plan: ServerPlan, name: str, command: list[str]) -> dict[str, 
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ],
-        "resources": dict(plan.sidecar_resources),
+        "resources": quantities_as_strings(dict(plan.sidecar_resources)),
         "securityContext": _security_context(),
         "volumeMounts": _sidecar_mounts(plan),
     }

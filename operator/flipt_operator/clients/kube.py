@@ -4,6 +4,7 @@ handlers in its thread pool); every call here is one API request."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -12,11 +13,14 @@ from typing import Any
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from .. import GROUP, VERSION
 from ..models.kinds import KindInfo
 
 EVENT_COMPONENT = "flipt-operator"
+FIELD_MANAGER = "flipt-operator"  # server-side apply: owner of every field the operator renders
+APPLIED_HASH_ANNOTATION = "flipt.io/applied-hash"
 _EVENT_MESSAGE_LIMIT = 1024
 _LOOK_UP: Any = object()  # apply_object's default: read the existing object first
 
@@ -127,7 +131,7 @@ class Kube:
             for s in secrets
         }
 
-    # -- children: create, or patch when what we set differs; nothing when it matches ------
+    # -- children: server-side apply, and no request at all when nothing would change -------
 
     def _api_for(self, kind: str) -> tuple[Any, str]:
         return {
@@ -148,34 +152,55 @@ class Kube:
             raise
 
     def apply(self, manifest: dict[str, Any]) -> str:
-        """Make the object match `manifest` in every field it sets. Returns created|patched|unchanged."""
+        """Make the object exactly what `manifest` says, as far as the operator owns it.
+        Returns created|patched|unchanged."""
         return self.apply_object(manifest)[0]
 
     def apply_object(self, manifest: dict[str, Any], existing: Any = _LOOK_UP) -> tuple[str, dict[str, Any]]:
         """`apply`, also returning the object as stored. Pass `existing` (None: known absent)
-        when the caller has listed the objects already."""
+        when the caller has listed the objects already.
+
+        Server-side apply as FIELD_MANAGER, forcing conflicts: a field the operator stops
+        rendering is removed, a field another manager changed is taken back. No write is sent
+        when nothing would change: the cheap check (`already_applied`) needs no request; when
+        it cannot tell, a dry-run apply compared with the live object decides."""
         kind, meta = manifest["kind"], manifest["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        api, noun = self._api_for(kind)
+        desired = with_applied_hash(manifest)
         if existing is _LOOK_UP:
-            existing = self.read_child(kind, namespace, name)
-        if existing is None:
-            try:
-                return "created", self._raw(getattr(api, f"create_namespaced_{noun}"), namespace, manifest)
-            except ApiException as exc:
-                if exc.status != 409:  # created meanwhile: fall through to compare
-                    raise
-                existing = self.read_child(kind, namespace, name)
-        # Items of a LIST carry no apiVersion/kind; neither can differ for the same name anyway.
-        body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
-        if is_subset(body, existing):
-            return "unchanged", existing
-        # A JSON merge patch replaces lists whole, so removed containers, ports or env go too.
-        patched = self._raw(
-            getattr(api, f"patch_namespaced_{noun}"), name, namespace, body,
-            _content_type="application/merge-patch+json",
+            existing = self.read_child(kind, meta["namespace"], meta["name"])
+        if existing is not None:
+            if already_applied(desired, existing):
+                return "unchanged", existing
+            if same_object(self._server_side_apply(desired, dry_run=True)[1], existing):
+                return "unchanged", existing
+        created, stored = self._server_side_apply(desired)
+        if created:
+            return "created", stored
+        # Known absent but there (created meanwhile): applied over it, maybe without a change.
+        before = (existing or {}).get("metadata", {}).get("resourceVersion")
+        return ("unchanged" if stored["metadata"].get("resourceVersion") == before else "patched"), stored
+
+    def _server_side_apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> tuple[bool, dict[str, Any]]:
+        """(whether it created the object, the object as stored or as it would be)."""
+        meta = manifest["metadata"]
+        api, noun = self._api_for(manifest["kind"])
+        response = getattr(api, f"patch_namespaced_{noun}")(
+            meta["name"], meta["namespace"], manifest,
+            field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
+            _preload_content=False, **({"dry_run": "All"} if dry_run else {}),
         )
-        return "patched", patched
+        try:
+            return response.status == 201, json.loads(response.data)
+        finally:
+            response.release_conn()
+
+    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Add annotations to an existing object (a marker, not desired state): a merge patch, so
+        the operator's applied configuration of the object stays what it was."""
+        api, noun = self._api_for(kind)
+        self._raw(getattr(api, f"patch_namespaced_{noun}"), name, namespace,
+                  {"metadata": {"annotations": annotations}},
+                  field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
 
     def delete_child(self, kind: str, namespace: str, name: str) -> bool:
         api, noun = self._api_for(kind)
@@ -237,14 +262,58 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def is_subset(desired: Any, actual: Any) -> bool:
-    """Whether every field we set is already there (the server adds defaults we don't set)."""
+def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with APPLIED_HASH_ANNOTATION: a hash of everything it sets. The same hash on
+    the live object says the operator's last apply set exactly these fields, so none is due
+    for removal."""
+    meta = manifest["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_HASH_ANNOTATION}
+    bare = {**manifest, "metadata": {**meta, "annotations": annotations}}
+    digest = hashlib.sha256(json.dumps(bare, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {**manifest, "metadata": {**meta, "annotations": {**annotations, APPLIED_HASH_ANNOTATION: digest[:32]}}}
+
+
+def already_applied(desired: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Whether applying `desired` (carrying its applied hash) would change nothing: the live
+    object was last applied from the same manifest and still holds every value it sets (the
+    server's defaults and other managers' fields are ignored)."""
+    # Items of a LIST carry no apiVersion/kind; neither can differ for the same name anyway.
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    return is_subset(body, live)
+
+
+_QUANTITY_KEYS = ("limits", "requests", "sizeLimit")  # resources.limits/requests, emptyDir.sizeLimit
+
+
+def is_subset(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
+    """Whether every field we set is already there. Quantities (`quantity`: `desired` is one, or
+    a map of them) compare by value: the API server stores "0.5" as "500m"."""
     if isinstance(desired, dict):
-        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
+        return isinstance(actual, dict) and all(
+            is_subset(v, actual.get(k), quantity=quantity or k in _QUANTITY_KEYS) for k, v in desired.items()
+        )
     if isinstance(desired, list):
         return (
             isinstance(actual, list)
             and len(desired) == len(actual)
             and all(is_subset(d, a) for d, a in zip(desired, actual))
         )
+    if quantity and isinstance(desired, (str, int)) and isinstance(actual, (str, int)) and desired != actual:
+        try:
+            return parse_quantity(desired) == parse_quantity(actual)
+        except ValueError:
+            return False
     return desired == actual
+
+
+_SERVER_BOOKKEEPING = ("managedFields", "resourceVersion", "generation")
+
+
+def same_object(preview: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Whether a dry-run apply's result is the live object: the same content, whoever manages
+    which field. (A forced apply of a value someone else set identically moves ownership only.)"""
+    def content(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in obj["metadata"].items() if k not in _SERVER_BOOKKEEPING}
+        return {**{k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}, "metadata": meta}
+
+    return content(preview) == content(live)

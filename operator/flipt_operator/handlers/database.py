@@ -178,9 +178,12 @@ def _served_image(deployment: dict[str, Any] | None) -> str | None:
 
 
 def _create_job(ctx: Context, job: JobPlan) -> dict[str, Any]:
-    outcome = ctx.kube.apply(job.manifest)
+    """Called only when the Job does not exist. Its name hashes everything it runs, so a Job
+    found under that name (created meanwhile) is the same Job: the apply then changes nothing,
+    never its immutable pod template."""
+    outcome, stored = ctx.kube.apply_object(job.manifest, None)
     log.info("%s Job %s/%s", outcome, job.manifest["metadata"]["namespace"], job.name)
-    return ctx.kube.read_child("Job", job.manifest["metadata"]["namespace"], job.name) or job.manifest
+    return stored
 
 
 @dataclass
@@ -239,9 +242,9 @@ def _purge_once(ctx: Context, namespace: str, job: dict[str, Any], cache: _Cache
         return
     log.info("purged %d cache keys under %s after Job %s/%s", deleted, cache.prefix, namespace,
              job["metadata"]["name"])
-    ctx.kube.apply({"apiVersion": "batch/v1", "kind": "Job",
-                    "metadata": {"namespace": namespace, "name": job["metadata"]["name"],
-                                 "annotations": {PURGED_ANNOTATION: str(deleted)}}})
+    # A marker, not the Job's desired state: an apply of just this annotation would drop the
+    # operator's ownership of (and try to remove) everything else it set on the Job.
+    ctx.kube.annotate("Job", namespace, job["metadata"]["name"], {PURGED_ANNOTATION: str(deleted)})
 
 
 def database_gate(

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..builders.server_manifests import MANAGED_BY as MANAGED_BY_VALUE
@@ -96,46 +97,85 @@ class Snapshot:
         )
 
 
+@dataclass(frozen=True)
+class ServerFailure:
+    """Why a server could not be applied: what was being written, the API server's message
+    (never a request body) and whether retrying may help (`is_transient`) or a person must act."""
+
+    message: str
+    transient: bool
+
+    def summary(self, server: str) -> Summary:
+        if self.transient:
+            return Summary("retrying", "ApplyFailed", f"Server {server}: {self.message} (retrying)")
+        return Summary("stalled", "ApplyFailed",
+                       f"Server {server}: {self.message}. Fix the cause; the next change in the "
+                       "namespace applies it again.")
+
+
 @dataclass
 class ServerOutcome:
     deployment: dict | None
-    config_hash: str
+    config_hash: str | None
     gate: DatabaseGate | None = None
+    failure: ServerFailure | None = None
 
 
 def _apply_server(ctx: Context, namespace: str, snap: Snapshot, result: Any,
                   env_by_name: dict[str, dict], storage_by_name: dict[str, dict],
                   cred_objects: dict[str, dict]) -> ServerOutcome:
+    """Apply one server's objects. A failure is returned, not raised: it is this server's, and
+    the rest of the pass (other servers, orphans, every status) goes on without it."""
     kube, plan = ctx.kube, result.plan
-    versions = {f"Secret/{s}": snap.secrets[s][1] for s in plan.referenced_secrets() if s in snap.secrets}
-    # The credential's generation, not its resourceVersion: status writes must not roll pods.
-    versions |= {
-        f"FliptCredential/{c}": str(cred_objects[c]["metadata"].get("generation", 0))
-        for c in plan.referenced_credentials() if c in cred_objects
-    }
-    manifests = build_server_manifests(plan, versions)
-    owners = _owner_references([env_by_name[e] for e in result.environments], plan.default_environment.name)
-    deployment = snap.children["Deployment"].get(plan.name)
-    gate = None
-    for manifest in manifests.all():
-        kind = manifest["kind"]
-        if kind == "Deployment" and plan.database is not None:
-            # The database lifecycle decides whether the Deployment may change now.
-            gate = database_gate(ctx, namespace, storage_by_name[plan.database.name], plan, deployment)
-            if gate.hold:
-                continue
-        manifest["metadata"]["namespace"] = namespace
-        manifest["metadata"]["ownerReferences"] = owners
-        outcome, stored = kube.apply_object(manifest, snap.children[kind].get(manifest["metadata"]["name"]))
-        if kind == "Deployment":
-            deployment = stored
-        if outcome != "unchanged":
-            API_WRITES.labels(kind, outcome).inc()
-            log.info("%s %s %s/%s", outcome, kind, namespace, manifest["metadata"]["name"])
-    return ServerOutcome(deployment, manifests.config_hash, gate)
+    outcome = ServerOutcome(snap.children["Deployment"].get(plan.name), None)
+    step = f"server {plan.name}"
+    try:
+        versions = {f"Secret/{s}": snap.secrets[s][1] for s in plan.referenced_secrets() if s in snap.secrets}
+        # The credential's generation, not its resourceVersion: status writes must not roll pods.
+        versions |= {
+            f"FliptCredential/{c}": str(cred_objects[c]["metadata"].get("generation", 0))
+            for c in plan.referenced_credentials() if c in cred_objects
+        }
+        manifests = build_server_manifests(plan, versions)
+        outcome.config_hash = manifests.config_hash
+        owners = _owner_references([env_by_name[e] for e in result.environments], plan.default_environment.name)
+        for manifest in manifests.all():
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            if kind == "Deployment" and plan.database is not None:
+                # The database lifecycle decides whether the Deployment may change now.
+                step = f"the database lifecycle of FliptStorage {plan.database.name}"
+                outcome.gate = database_gate(ctx, namespace, storage_by_name[plan.database.name], plan,
+                                             outcome.deployment)
+                if outcome.gate.hold:
+                    continue
+            step = f"{kind} {name}"
+            manifest["metadata"]["namespace"] = namespace
+            manifest["metadata"]["ownerReferences"] = owners
+            written, stored = kube.apply_object(manifest, snap.children[kind].get(name))
+            if kind == "Deployment":
+                outcome.deployment = stored
+            if written != "unchanged":
+                API_WRITES.labels(kind, written).inc()
+                log.info("%s %s %s/%s", written, kind, namespace, name)
+    except Exception as exc:  # noqa: BLE001 - recorded on the server's environments
+        outcome.failure = ServerFailure(f"applying {step} failed: {api_error_text(exc)}", is_transient(exc))
+        log.warning("server %s/%s: %s", namespace, plan.name, outcome.failure.message)
+        if not isinstance(exc, ApiException):
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.warning("server failure at %s:%s in %s", os.path.basename(where.filename), where.lineno, where.name)
+    return outcome
 
 
-def reconcile_namespace(ctx: Context, namespace: str) -> None:
+@dataclass
+class PassOutcome:
+    """What a pass could not finish and a later pass may: servers and objects that failed transiently."""
+
+    transient_failures: list[str]
+
+
+def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
+    """Raises only when the pass's shared reads fail; what fails for one server or object is
+    recorded on it, and returned when a retry may help."""
     kube = ctx.kube
     with RECONCILE_SECONDS.labels("Namespace").time():
         snap = Snapshot.read(kube, namespace)
@@ -158,7 +198,9 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
             ctx.pool.map(lambda r: _apply_server(ctx, namespace, snap, r, env_by_name, storage_by_name,
                                                  cred_objects), plannable),
         ))
-        _delete_orphans(kube, namespace, set(results), snap.children)
+        retry = [f"server {server}" for server, outcome in outcomes.items()
+                 if outcome.failure is not None and outcome.failure.transient]
+        retry += _delete_orphans(kube, namespace, set(results), snap.children)
 
         storage_servers: dict[str, set[str]] = defaultdict(set)
         for server, result in results.items():
@@ -189,7 +231,10 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
                 revision, outcome.config_hash if outcome else None,
             )
             gate = outcome.gate if outcome else None
-            if gate is not None and gate.environment is not None:
+            if outcome is not None and outcome.failure is not None:
+                decision = StatusDecision(outcome.failure.summary(spec.server), decision.domain,
+                                          decision.managed, decision.fields)
+            elif gate is not None and gate.environment is not None:
                 decision = StatusDecision(gate.environment, decision.domain, decision.managed, decision.fields)
             return decision
 
@@ -213,28 +258,47 @@ def reconcile_namespace(ctx: Context, namespace: str) -> None:
                 gate.report if gate is not None else None, previous=storage.get("status"),
             )
 
-        def write(item: tuple[Any, dict]) -> None:
+        def write(item: tuple[Any, dict]) -> str | None:
+            """One object's status; a failure is this object's (returned when transient)."""
             kind, obj = item
-            decision = environment_decision(obj) if kind is ENVIRONMENT else storage_decision(obj)
-            write_status(kube, kind, obj, summary=decision.summary, domain=decision.domain,
-                         managed=decision.managed, fields=decision.fields)
+            try:
+                decision = environment_decision(obj) if kind is ENVIRONMENT else storage_decision(obj)
+                write_status(kube, kind, obj, summary=decision.summary, domain=decision.domain,
+                             managed=decision.managed, fields=decision.fields)
+            except Exception as exc:  # noqa: BLE001 - the other statuses are still written
+                what = f"{kind.kind} {obj['metadata']['name']}"
+                log.warning("status of %s/%s not written: %s", namespace, what, api_error_text(exc))
+                return f"status of {what}" if is_transient(exc) else None
+            return None
 
         live = [(ENVIRONMENT, e) for e in snap.environments if not e["metadata"].get("deletionTimestamp")]
         live += [(STORAGE, s) for s in snap.storages if not s["metadata"].get("deletionTimestamp")]
-        list(ctx.pool.map(write, live))
-        RECONCILES.labels("Namespace", "done").inc()
+        retry += [failed for failed in ctx.pool.map(write, live) if failed]
+        complete = not retry and not any(o.failure for o in outcomes.values())
+        RECONCILES.labels("Namespace", "done" if complete else "partial").inc()
+        return PassOutcome(retry)
 
 
-def _delete_orphans(kube: Kube, namespace: str, servers: set[str], children: dict[str, dict[str, dict]]) -> None:
-    """Servers whose last environment is gone (garbage collection does it too, when it runs)."""
+def _delete_orphans(kube: Kube, namespace: str, servers: set[str], children: dict[str, dict[str, dict]]) -> list[str]:
+    """Servers whose last environment is gone (garbage collection does it too, when it runs).
+    Each object on its own: returns those whose deletion failed transiently."""
+    failed = []
     for kind in CHILD_KINDS:
         for obj in children[kind].values():
+            name = obj["metadata"]["name"]
             instance = obj["metadata"].get("labels", {}).get("app.kubernetes.io/instance")
             if instance and instance not in servers:
-                if kube.delete_child(kind, namespace, obj["metadata"]["name"]):
+                try:
+                    deleted = kube.delete_child(kind, namespace, name)
+                except Exception as exc:  # noqa: BLE001 - the other orphans are still deleted
+                    log.warning("could not delete %s %s/%s: %s", kind, namespace, name, api_error_text(exc))
+                    if is_transient(exc):
+                        failed.append(f"{kind} {name}")
+                    continue
+                if deleted:
                     API_WRITES.labels(kind, "deleted").inc()
-                    log.info("deleted %s %s/%s: no environment uses server %s", kind, namespace,
-                             obj["metadata"]["name"], instance)
+                    log.info("deleted %s %s/%s: no environment uses server %s", kind, namespace, name, instance)
+    return failed
 
 
 def _report_failure(ctx: Context, namespace: str, error: str, delay: float) -> None:
@@ -255,20 +319,21 @@ class Coalescer:
         self._running: set[str] = set()
         self._dirty: set[str] = set()
 
-    def run(self, namespace: str, work) -> None:
+    def run(self, namespace: str, work) -> Any:
+        """The last pass's result; None when the request folded into a pass under way."""
         with self._guard:
             if namespace in self._running:
                 self._dirty.add(namespace)
-                return
+                return None
             self._running.add(namespace)
         try:
             while True:
                 with self._guard:
                     self._dirty.discard(namespace)
-                work(namespace)
+                result = work(namespace)
                 with self._guard:
                     if namespace not in self._dirty:
-                        break
+                        return result
         finally:
             with self._guard:
                 self._running.discard(namespace)
@@ -279,9 +344,10 @@ COALESCER = Coalescer()
 
 def request(ctx: Context, namespace: str) -> None:
     """Reconcile the namespace now (or fold into the pass under way). A failure never
-    propagates to the trigger: the pass is retried with backoff until it succeeds."""
+    propagates to the trigger: a pass whose shared reads failed, or in which a server or
+    object failed transiently, is retried with backoff until it succeeds."""
     try:
-        COALESCER.run(namespace, lambda ns: reconcile_namespace(ctx, ns))
+        outcome = COALESCER.run(namespace, lambda ns: reconcile_namespace(ctx, ns))
     except Exception as exc:  # noqa: BLE001 - whatever failed, a later pass may succeed
         delay = ctx.retry.failed(namespace)
         # The API server's own message, or the type: an exception's text may quote content.
@@ -292,9 +358,20 @@ def request(ctx: Context, namespace: str) -> None:
             where = traceback.extract_tb(exc.__traceback__)[-1]
             log.warning("pass failure at %s:%s in %s", os.path.basename(where.filename), where.lineno, where.name)
         RECONCILES.labels("Namespace", "failed").inc()
-        timer = threading.Timer(delay, request, (ctx, namespace))
-        timer.daemon = True
-        timer.start()
+        _retry_later(ctx, namespace, delay)
+        return
+    if outcome is None:
+        return  # folded into a pass under way, which decides
+    if outcome.transient_failures:
+        # Already recorded on the objects concerned; failures a person must fix are not retried.
+        delay = ctx.retry.failed(namespace)
+        log.info("pass over %s: retrying %s in %.0fs", namespace, ", ".join(outcome.transient_failures), delay)
+        _retry_later(ctx, namespace, delay)
     else:
         ctx.retry.succeeded(namespace)
 
+
+def _retry_later(ctx: Context, namespace: str, delay: float) -> None:
+    timer = threading.Timer(delay, request, (ctx, namespace))
+    timer.daemon = True
+    timer.start()
