@@ -73,7 +73,7 @@ class EventRecorder:
                 try:
                     kube.bump_event(meta["namespace"], posted.name, posted.count + 1)
                     posted.count += 1
-                    API_WRITES.labels("Event", "patch").inc()
+                    API_WRITES.labels(kind, "patch-event").inc()
                     return "bumped"
                 except Exception as exc:  # noqa: BLE001 - expired or deleted: post a new one
                     log.debug("event %s not bumped (%s); posting anew", posted.name, api_error_text(exc))
