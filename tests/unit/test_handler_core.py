@@ -141,3 +141,44 @@ def test_reading_a_namespace_with_no_sidecars_the_first_time_is_news():
     reports = SyncReports()
     assert reports.replace_namespace("ns", {})
     assert reports.for_storage("ns", "flags") == []
+
+
+# -- Retries --------------------------------------------------------------------------------------
+
+
+def test_a_key_has_at_most_one_pending_retry_and_the_earlier_time_wins():
+    from flipt_operator.handlers.context import Retries
+
+    retries = Retries()
+    ran = threading.Event()
+    calls: list[str] = []
+
+    def work(tag: str) -> None:
+        calls.append(tag)
+        ran.set()
+
+    assert retries.schedule("ns", 30.0, work, "late")
+    assert retries.schedule("ns", 0.05, work, "early")  # earlier: replaces the pending one
+    assert not retries.schedule("ns", 10.0, work, "later")  # later than the pending one: folded
+    assert retries.pending() == ["ns"]
+    assert ran.wait(5)
+    assert calls == ["early"]
+    assert retries.pending() == []
+
+
+def test_a_replica_on_standby_skips_its_retries():
+    from flipt_operator.handlers.context import Retries
+
+    asked: list[str] = []
+    done = threading.Event()
+
+    def skip(key: str) -> bool:
+        asked.append(key)
+        done.set()
+        return True
+
+    retries = Retries(skip=skip)
+    calls: list[str] = []
+    retries.schedule("ns/cred", 0.01, calls.append, "x")
+    assert done.wait(5)
+    assert asked == ["ns/cred"] and calls == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -121,6 +122,45 @@ class Backoff:
             self._failures.pop(key, None)
 
 
+class Retries:
+    """At most one pending retry per key (a namespace pass, a credential check). Scheduling a key
+    that is already pending keeps the earlier of the two times, so a burst of failures starts one
+    timer, not a chain per failure. `skip` is asked when the time comes: a replica that kopf's
+    peering has paused leaves the work to the active one (which has its own retries)."""
+
+    def __init__(self, skip: Any = lambda key: False) -> None:
+        self.skip = skip
+        self._pending: dict[str, tuple[float, threading.Timer]] = {}
+        self._guard = threading.Lock()
+
+    def schedule(self, key: str, delay: float, work: Any, *args: Any) -> bool:
+        """Run `work(*args)` in `delay` seconds; False when an earlier retry of `key` is pending."""
+        due = time.monotonic() + delay
+        with self._guard:
+            pending = self._pending.get(key)
+            if pending is not None and pending[0] <= due:
+                return False
+            if pending is not None:
+                pending[1].cancel()
+            timer = threading.Timer(delay, self._fire, (key, work, args))
+            timer.daemon = True
+            self._pending[key] = (due, timer)
+        timer.start()
+        return True
+
+    def pending(self) -> list[str]:
+        with self._guard:
+            return sorted(self._pending)
+
+    def _fire(self, key: str, work: Any, args: tuple[Any, ...]) -> None:
+        with self._guard:
+            self._pending.pop(key, None)
+        if self.skip(key):
+            log.info("retry of %s skipped: this replica stands by for a peer", key)
+            return
+        work(*args)
+
+
 @dataclass
 class Context:
     kube: Kube
@@ -133,6 +173,11 @@ class Context:
     retry: Backoff = field(default_factory=lambda: Backoff())
     seen: Fingerprints = field(default_factory=lambda: Fingerprints())
     peering: Peering | None = None  # set when several replicas take turns
+    # keys are "<namespace>" or "<namespace>/<name>": the namespace decides the standby check
+    retries: Retries = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.retries = Retries(skip=lambda key: self.standby(key.split("/", 1)[0]))
 
     def standby(self, namespace: str) -> bool:
         """Whether kopf has paused this replica for a peer: background work then waits."""

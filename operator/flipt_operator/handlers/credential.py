@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import kopf
@@ -75,9 +74,7 @@ def recheck(ctx: Context, namespace: str, name: str) -> None:
         delay = ctx.retry.failed(f"{namespace}/{name}")
         log.warning("checking credential %s/%s failed (%s); retrying in %.0fs", namespace, name,
                     type(exc).__name__, delay)
-        timer = threading.Timer(delay, recheck, (ctx, namespace, name))
-        timer.daemon = True
-        timer.start()
+        ctx.retries.schedule(f"{namespace}/{name}", delay, recheck, ctx, namespace, name)
         return
     ctx.retry.succeeded(f"{namespace}/{name}")
     if changed:

@@ -372,6 +372,4 @@ def request(ctx: Context, namespace: str) -> None:
 
 
 def _retry_later(ctx: Context, namespace: str, delay: float) -> None:
-    timer = threading.Timer(delay, request, (ctx, namespace))
-    timer.daemon = True
-    timer.start()
+    ctx.retries.schedule(namespace, delay, request, ctx, namespace)
