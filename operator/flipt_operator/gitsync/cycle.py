@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..clients.git import LocalRepository, PushRejectedError, RemoteMovedError, describe_error
 from ..clients.git_hooks import pause_point
 from ..clients.git_refs import RefLockedError
-from ..clients.git_transport import RemoteAccess, open_remote
+from ..clients.git_transport import ConnectionTracker, RemoteAccess, open_remote
 from ..models.gitsync import GitSyncStorage
 from ..rules.gitsync import SyncAction, SyncFacts, conflicting_files, plan_sync, scrub
 
@@ -37,7 +37,7 @@ class CycleReport:
     fetched: bool = False
     fetch_error: str | None = None
     error: str | None = None  # any other failure (push, publish, ...)
-    result: str = "success"  # metrics label: success, fetch_error, push_error, conflict, error
+    result: str = "success"  # metrics label: success, fetch_error, push_error, conflict, timeout, error
     remote_revision: str | None = None
     revision: str | None = None
     ahead: int = 0
@@ -48,21 +48,29 @@ class CycleReport:
     actions: list[str] = field(default_factory=list)
 
 
-def run_cycle(repo: LocalRepository, storage: GitSyncStorage) -> CycleReport:
+def run_cycle(repo: LocalRepository, storage: GitSyncStorage, tracker: ConnectionTracker | None = None) -> CycleReport:
+    """One cycle. `tracker` holds the cycle's connections: when another thread aborts it (the
+    deadline passed), the cycle's remote I/O fails and the error says why."""
+    tracker = tracker or ConnectionTracker()
     report = CycleReport()
     access: RemoteAccess | None = None
     secrets: list[str] = []
     try:
         started = time.monotonic()
         try:
-            access = open_remote(storage)
+            tracker.check()
+            access = open_remote(storage, tracker)
             secrets = access.secrets
             fetched = repo.fetch(access)
         except Exception as exc:  # every transport raises its own kind; all mean "fetch failed"
             report.fetch_error = describe_error(exc, secrets)
             if access is not None:
                 report.fetch_error = scrub(access.explain(report.fetch_error), secrets)
-            report.result = "fetch_error"
+            if tracker.aborted:
+                report.fetch_error = f"{tracker.reason} ({report.fetch_error})"
+                report.result = "timeout"
+            else:
+                report.result = "fetch_error"
             return report
         finally:
             report.fetch_seconds = time.monotonic() - started
@@ -70,11 +78,15 @@ def run_cycle(repo: LocalRepository, storage: GitSyncStorage) -> CycleReport:
         report.remote_revision = fetched.remote_head
         if fetched.remote_head is not None:
             repo.set_remote_head(fetched.remote_head)
+        tracker.check()
         _reconcile(repo, access, fetched.remote_head, report)
     except Exception as exc:
         log.debug("sync cycle failed", exc_info=True)
         report.error = describe_error(exc, secrets)
         report.result = "push_error" if isinstance(exc, PushRejectedError) else "error"
+        if tracker.aborted:
+            report.error = f"{tracker.reason} ({report.error})" if tracker.reason not in report.error else report.error
+            report.result = "timeout"
     finally:
         if access is not None:
             access.close()
