@@ -317,6 +317,7 @@ def _track_http_pools(manager: Any, tracker: ConnectionTracker) -> None:
         new_conn = pool._new_conn
 
         def tracked_conn() -> Any:
+            tracker.check()  # urllib3 retries a broken request on a new connection: not after a cut
             connection = new_conn()
             tracker.track_http(connection)
             return connection
