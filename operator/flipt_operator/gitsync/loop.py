@@ -51,19 +51,23 @@ def in_daemon_thread(name: str, function: Callable[[], T]) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def deliver(setter: Callable[[], None]) -> None:
-        if not future.done():
-            setter()
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
 
     def target() -> None:
+        result: T | None = None
+        error: BaseException | None = None
         try:
             result = function()
         except BaseException as exc:  # handed to the awaiting coroutine
-            outcome: Callable[[], None] = lambda: future.set_exception(exc)  # noqa: E731
-        else:
-            outcome = lambda: future.set_result(result)  # noqa: E731
+            error = exc
         try:
-            loop.call_soon_threadsafe(deliver, outcome)
+            loop.call_soon_threadsafe(deliver, result, error)
         except RuntimeError:
             pass  # the loop is closed: the process is exiting
 
