@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from dulwich.repo import Repo
 from dulwich.walk import Walker
 
 from ..rules.gitsync import scrub
-from . import git_refs
+from . import git_integrity, git_refs
 from .git_hooks import pause_point
 from .git_repack import DEFAULT_GRACE_SECONDS, DEFAULT_THRESHOLD, RECORD_NAME, PackMaintenance
 from .git_transport import RemoteAccess
@@ -70,12 +72,13 @@ class _BoundedHaves:
 
     MAX_HAVES = 256
 
-    def __init__(self, walker: ObjectStoreGraphWalker) -> None:
+    def __init__(self, walker: ObjectStoreGraphWalker, max_haves: int = MAX_HAVES) -> None:
         self._walker = walker
         self._offered = 0
+        self._max_haves = max_haves
 
     def next(self) -> bytes | None:
-        if self._offered >= self.MAX_HAVES:
+        if self._offered >= self._max_haves:
             return None
         self._offered += 1
         return self._walker.next()
@@ -90,6 +93,41 @@ class _BoundedHaves:
 class FetchResult:
     remote_head: str | None  # None: the remote has no such branch
     received_objects: bool
+
+
+@dataclass
+class RebuildResult:
+    quarantine: str  # where the damaged files were moved
+    damaged: list[str]
+    salvaged: int  # objects upstream did not send, recovered intact from a damaged pack
+    lost_refs: dict[str, str]  # ref -> commit whose history could not be recovered
+
+
+# `git index-pack` streams blobs larger than this (hashing them without holding them).
+INDEX_PACK_BIG_FILE_THRESHOLD = "16m"
+
+
+class IndexPackError(RuntimeError):
+    """`git index-pack` refused a received pack."""
+
+
+def index_pack(git_dir: str, pack_path: str) -> None:
+    """Move a received pack into the repository with its index, completing a thin pack.
+
+    git does this with memory bounded by the largest object below its big-file threshold;
+    dulwich's indexer holds each object whole, compressed and not, so a 200 MB blob upstream
+    took the sidecar to 456 MB for good (see docs/decisions.md). The pack and its index appear
+    complete (git writes temporary files and renames them in: a kill leaves `tmp_*` files,
+    removed at start)."""
+    env = {**os.environ, "GIT_DIR": git_dir, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    with open(pack_path, "rb") as pack:
+        result = subprocess.run(
+            ["git", "-c", f"core.bigFileThreshold={INDEX_PACK_BIG_FILE_THRESHOLD}", "index-pack", "--stdin",
+             "--fix-thin"],
+            stdin=pack, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise IndexPackError(f"git index-pack refused the received pack: {' '.join(result.stderr.split())}")
 
 
 class LocalRepository:
@@ -112,6 +150,8 @@ class LocalRepository:
         self.repack_threshold = repack_threshold
         self.repack_grace_seconds = repack_grace_seconds
         self._repo: Repo | None = None
+        # Damaged object files found and not yet repaired (see git_integrity).
+        self.damage: list[git_integrity.Damage] = []
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -137,8 +177,61 @@ class LocalRepository:
         if os.path.exists(half_written_record):
             os.unlink(half_written_record)
             removed.append(RECORD_NAME + ".new")
-        self._drop_dangling_own_refs()
+        self.damage = git_integrity.scan(self.git_dir)
+        if self.damage:
+            log.error(
+                "repository at %s is damaged: %s; it is rebuilt from upstream on the next sync",
+                self.path,
+                "; ".join(d.describe() for d in self.damage),
+            )
+        else:
+            self._drop_dangling_own_refs()
         return removed
+
+    def check_thoroughly(self) -> list[git_integrity.Damage]:
+        """After a read failed with a corruption error: look for damaged files, packs included
+        byte for byte. What is found is repaired by `rebuild` on the next cycle."""
+        self.damage = git_integrity.scan(self.git_dir, thorough=True)
+        return self.damage
+
+    def rebuild(self, access: RemoteAccess) -> RebuildResult:
+        """Repair after damage: move the damaged files aside, fetch upstream's branch whole (no
+        "have" lines: what we have cannot be trusted), salvage what only we had (Flipt's unpushed
+        commits) from damaged packs, and drop refs whose history is still incomplete."""
+        damaged = [d.describe() for d in self.damage]
+        quarantine_dir = git_integrity.quarantine(self.git_dir, self.damage)
+        self._reopen()
+        fetched = self.fetch(access, full=True)
+        if fetched.remote_head is not None:
+            git_refs.set_ref(self.git_dir, self.remote_ref, fetched.remote_head)
+        refs = {name: sha for name, sha in git_refs.list_refs(self.git_dir, "refs/").items()}
+        store = self.repo.object_store
+        salvaged: set[bytes] = set()
+        while True:  # a salvaged commit or tree shows what it refers to: look again
+            missing = git_integrity.missing_objects(store, [sha.encode() for sha in refs.values()])
+            recovered = git_integrity.salvage(quarantine_dir, store, missing) if missing else set()
+            if not recovered:
+                break
+            salvaged |= recovered
+        lost: dict[str, str] = {}
+        if missing:
+            for name, sha in refs.items():
+                if git_integrity.missing_objects(store, [sha.encode()]):
+                    lost[name] = sha
+        for name, sha in lost.items():
+            if name == self.branch_ref:
+                # Flipt's branch lost objects only it had: serve upstream rather than nothing.
+                if fetched.remote_head is not None:
+                    git_refs.compare_and_swap(self.git_dir, name, sha, fetched.remote_head)
+            elif name.startswith(SYNC_REF_PREFIX) or name == self.remote_ref:
+                git_refs.set_ref(self.git_dir, name, None)
+        self.damage = []
+        return RebuildResult(quarantine_dir, damaged, len(salvaged), lost)
+
+    def _reopen(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+        self._repo = Repo(self.path)
 
     def _init(self) -> Repo:
         # Build the repository beside its final place and rename it in: a kill during
@@ -221,8 +314,9 @@ class LocalRepository:
 
     # -- remote traffic ------------------------------------------------------------------------
 
-    def fetch(self, access: RemoteAccess) -> FetchResult:
-        """Fetch the branch's new objects into a complete pack; no ref is touched."""
+    def fetch(self, access: RemoteAccess, full: bool = False) -> FetchResult:
+        """Fetch the branch's new objects into a complete pack; no ref is touched. `full`: ask
+        for the whole history, offering nothing we have (after damage)."""
         wanted_ref = self.branch_ref.encode()
         seen: dict[str, str | None] = {}
         store = self.repo.object_store
@@ -230,32 +324,38 @@ class LocalRepository:
         def determine_wants(refs, depth=None):  # noqa: ANN001, ANN202 - dulwich's callback shape
             sha = refs.get(wanted_ref)
             seen["head"] = sha.decode() if sha else None
-            return [] if sha is None or sha in store else [sha]
+            if sha is None:
+                return []
+            return [sha] if full or sha not in store else []
 
-        pack_file, commit_pack, abort_pack = store.add_pack()
+        fd, received_path = tempfile.mkstemp(dir=os.path.join(self.git_dir, "objects", "pack"), prefix="tmp-fetch-")
         received = 0
 
         def write_pack(data: bytes) -> int:
             nonlocal received
-            written = pack_file.write(data)
+            written = os.write(fd, data)
             if received == 0 and data:
-                pack_file.flush()
                 pause_point("mid-fetch")
             received += len(data)
             return written
 
         try:
-            access.client.fetch_pack(
-                access.path,
-                determine_wants,
-                _BoundedHaves(self.repo.get_graph_walker(heads=self._known_heads())),
-                write_pack,
-                ref_prefix=[wanted_ref],
-            )
-        except BaseException:
-            abort_pack()
-            raise
-        commit_pack()  # pack and index complete before any ref can point into them
+            try:
+                access.client.fetch_pack(
+                    access.path,
+                    determine_wants,
+                    _BoundedHaves(
+                        self.repo.get_graph_walker(heads=self._known_heads()), 0 if full else _BoundedHaves.MAX_HAVES
+                    ),
+                    write_pack,
+                    ref_prefix=[wanted_ref],
+                )
+            finally:
+                os.close(fd)
+            if received:
+                index_pack(self.git_dir, received_path)  # pack and index complete before any ref points into them
+        finally:
+            os.unlink(received_path)
         return FetchResult(seen.get("head"), received > 0)
 
     def _known_heads(self) -> list[bytes]:

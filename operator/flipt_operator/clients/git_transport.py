@@ -10,16 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import (
     GitClient,
     SSHGitClient,
+    SubprocessSSHVendor,
+    SubprocessWrapper,
+    TCPGitClient,
     Urllib3HttpGitClient,
     default_urllib3_manager,
     get_transport_and_path,
@@ -44,12 +50,76 @@ class CredentialFileError(RuntimeError):
     """A credential file named in the config cannot be read."""
 
 
+class CycleAborted(RuntimeError):
+    """The sync cycle ran past its deadline, or the sidecar is stopping: its remote traffic was cut."""
+
+
+class ConnectionTracker:
+    """Every connection one sync cycle opens to its remote, so that another thread can cut them.
+
+    A per-read timeout does not bound a remote that sends a byte now and then; the cycle's
+    deadline does, by closing what this tracks: HTTP and git:// sockets are shut down (a
+    blocked read returns at once), ssh processes are killed. Once aborted, a connection opened
+    later is cut as soon as it is tracked. Thread-safe: `abort` is called from the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._http: list[Any] = []  # urllib3 connections: their socket exists only once connected
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self.reason: str | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self.reason is not None
+
+    def check(self) -> None:
+        """Raise CycleAborted if the cycle was aborted (called between the stages of a cycle)."""
+        if self.reason is not None:
+            raise CycleAborted(self.reason)
+
+    def track_socket(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+        if self.aborted:
+            self.abort(self.reason or "aborted")
+
+    def track_http(self, connection: Any) -> None:
+        with self._lock:
+            self._http.append(connection)
+        if self.aborted:
+            self.abort(self.reason or "aborted")
+
+    def track_process(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._processes.append(process)
+        if self.aborted:
+            self.abort(self.reason or "aborted")
+
+    def abort(self, reason: str) -> None:
+        """Cut every connection. Safe to call again (a connection being opened right now is
+        only tracked once connected, so the caller repeats this until the cycle ends)."""
+        with self._lock:
+            self.reason = self.reason or reason
+            sockets = list(self._sockets) + [s for c in self._http if (s := getattr(c, "sock", None)) is not None]
+            processes = list(self._processes)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+
 @dataclass
 class RemoteAccess:
     client: GitClient
     path: str
     display_url: str
     secrets: list[str] = field(default_factory=list)
+    tracker: ConnectionTracker = field(default_factory=ConnectionTracker)
     _private_dir: tempfile.TemporaryDirectory[str] | None = None
     _ssh_credential: GitSyncCredential | None = None
     _ssh_identity: str | None = None  # the private copy ssh is given
@@ -166,8 +236,10 @@ def _private_copy(source: str, directory: str, name: str) -> str:
     return target
 
 
-def open_remote(storage: GitSyncStorage) -> RemoteAccess:
-    """A client for the storage's remote with the credentials as they are on disk now."""
+def open_remote(storage: GitSyncStorage, tracker: ConnectionTracker | None = None) -> RemoteAccess:
+    """A client for the storage's remote with the credentials as they are on disk now; every
+    connection it opens is registered with `tracker` (so a deadline can cut it)."""
+    tracker = tracker or ConnectionTracker()
     url, url_user, url_password = _split_userinfo(storage.remote)
     secrets = [s for s in (url_password,) if s]
     credential = storage.credential
@@ -193,15 +265,19 @@ def open_remote(storage: GitSyncStorage) -> RemoteAccess:
             timeout=HTTP_TIMEOUT_SECONDS,
             cert_reqs="CERT_NONE" if storage.insecure_skip_tls else None,
         )
+        _track_http_pools(pool, tracker)
         client = Urllib3HttpGitClient(base_url, pool_manager=pool, username=username, password=password)
         path = parts.path
         if storage.insecure_skip_tls:
             warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        return RemoteAccess(client, path, redact_url(url), secrets)
+        return RemoteAccess(client, path, redact_url(url), secrets, tracker)
 
     client, path = get_transport_and_path(url)
-    access = RemoteAccess(client, path, redact_url(url), secrets)
+    access = RemoteAccess(client, path, redact_url(url), secrets, tracker)
+    if isinstance(client, TCPGitClient):
+        _track_tcp(client, tracker)
     if isinstance(client, SSHGitClient):
+        client.ssh_vendor = _TrackedSSHVendor(tracker)
         if credential is None or credential.type != "ssh":
             raise CredentialFileError("an ssh remote needs a credential of type ssh")
         _configure_ssh(access, client, credential)
@@ -227,3 +303,54 @@ def _configure_ssh(access: RemoteAccess, client: SSHGitClient, credential: GitSy
     client.username = client.username or credential.ssh_user
     client.key_filename = identity
     client.ssh_command = _ssh_command(credential, askpass)
+
+
+# -- making connections cuttable ---------------------------------------------------------------
+
+
+def _track_http_pools(manager: Any, tracker: ConnectionTracker) -> None:
+    """Register each connection urllib3 opens (pools are created lazily, per host)."""
+    new_pool = manager._new_pool
+
+    def tracked_pool(*args: Any, **kwargs: Any) -> Any:
+        pool = new_pool(*args, **kwargs)
+        new_conn = pool._new_conn
+
+        def tracked_conn() -> Any:
+            tracker.check()  # urllib3 retries a broken request on a new connection: not after a cut
+            connection = new_conn()
+            tracker.track_http(connection)
+            return connection
+
+        pool._new_conn = tracked_conn
+        return pool
+
+    manager._new_pool = tracked_pool
+
+
+def _track_tcp(client: TCPGitClient, tracker: ConnectionTracker) -> None:
+    """git://: dulwich keeps the socket inside its Protocol; its unbuffered writer is the
+    socket's own SocketIO, which holds the socket."""
+    connect = client._connect
+
+    def tracked_connect(*args: Any, **kwargs: Any) -> Any:
+        result = connect(*args, **kwargs)
+        sock = getattr(getattr(result[0].write, "__self__", None), "_sock", None)
+        if not isinstance(sock, socket.socket):
+            raise RuntimeError("cannot find the git:// socket to bound the sync deadline (dulwich changed?)")
+        tracker.track_socket(sock)
+        return result
+
+    client._connect = tracked_connect  # type: ignore[method-assign]
+
+
+class _TrackedSSHVendor(SubprocessSSHVendor):
+    """dulwich's ssh vendor, with each ssh process registered so a deadline can kill it."""
+
+    def __init__(self, tracker: ConnectionTracker) -> None:
+        self.tracker = tracker
+
+    def run_command(self, *args: Any, **kwargs: Any) -> SubprocessWrapper:
+        wrapper = super().run_command(*args, **kwargs)
+        self.tracker.track_process(wrapper.proc)
+        return wrapper

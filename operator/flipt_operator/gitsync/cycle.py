@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from ..clients.git import LocalRepository, PushRejectedError, RemoteMovedError, describe_error
 from ..clients.git_hooks import pause_point
+from ..clients.git_integrity import looks_like_corruption
 from ..clients.git_refs import RefLockedError
-from ..clients.git_transport import RemoteAccess, open_remote
+from ..clients.git_transport import ConnectionTracker, RemoteAccess, open_remote
 from ..models.gitsync import GitSyncStorage
 from ..rules.gitsync import SyncAction, SyncFacts, conflicting_files, plan_sync, scrub
 
@@ -37,7 +38,7 @@ class CycleReport:
     fetched: bool = False
     fetch_error: str | None = None
     error: str | None = None  # any other failure (push, publish, ...)
-    result: str = "success"  # metrics label: success, fetch_error, push_error, conflict, error
+    result: str = "success"  # metrics label: success, fetch_error, push_error, conflict, timeout, error
     remote_revision: str | None = None
     revision: str | None = None
     ahead: int = 0
@@ -48,21 +49,31 @@ class CycleReport:
     actions: list[str] = field(default_factory=list)
 
 
-def run_cycle(repo: LocalRepository, storage: GitSyncStorage) -> CycleReport:
+def run_cycle(repo: LocalRepository, storage: GitSyncStorage, tracker: ConnectionTracker | None = None) -> CycleReport:
+    """One cycle. `tracker` holds the cycle's connections: when another thread aborts it (the
+    deadline passed), the cycle's remote I/O fails and the error says why."""
+    tracker = tracker or ConnectionTracker()
     report = CycleReport()
     access: RemoteAccess | None = None
     secrets: list[str] = []
     try:
         started = time.monotonic()
         try:
-            access = open_remote(storage)
+            tracker.check()
+            access = open_remote(storage, tracker)
             secrets = access.secrets
+            if repo.damage:
+                _rebuild(repo, access, report)
             fetched = repo.fetch(access)
         except Exception as exc:  # every transport raises its own kind; all mean "fetch failed"
-            report.fetch_error = describe_error(exc, secrets)
+            report.fetch_error = _with_damage(repo, exc, describe_error(exc, secrets))
             if access is not None:
                 report.fetch_error = scrub(access.explain(report.fetch_error), secrets)
-            report.result = "fetch_error"
+            if tracker.aborted:
+                report.fetch_error = f"{tracker.reason} ({report.fetch_error})"
+                report.result = "timeout"
+            else:
+                report.result = "fetch_error"
             return report
         finally:
             report.fetch_seconds = time.monotonic() - started
@@ -70,17 +81,52 @@ def run_cycle(repo: LocalRepository, storage: GitSyncStorage) -> CycleReport:
         report.remote_revision = fetched.remote_head
         if fetched.remote_head is not None:
             repo.set_remote_head(fetched.remote_head)
+        tracker.check()
         _reconcile(repo, access, fetched.remote_head, report)
     except Exception as exc:
         log.debug("sync cycle failed", exc_info=True)
-        report.error = describe_error(exc, secrets)
+        report.error = _with_damage(repo, exc, describe_error(exc, secrets))
         report.result = "push_error" if isinstance(exc, PushRejectedError) else "error"
+        if tracker.aborted:
+            report.error = f"{tracker.reason} ({report.error})" if tracker.reason not in report.error else report.error
+            report.result = "timeout"
     finally:
         if access is not None:
             access.close()
         _maintain(repo, report)
         _count(repo, report)
     return report
+
+
+def _rebuild(repo: LocalRepository, access: RemoteAccess, report: CycleReport) -> None:
+    result = repo.rebuild(access)
+    report.actions.append("rebuilt")
+    log.warning(
+        "rebuilt the damaged repository from upstream (damaged: %s; moved to %s; %d objects salvaged)",
+        "; ".join(result.damaged), result.quarantine, result.salvaged,
+    )  # fmt: skip
+    if result.lost_refs:
+        lost = ", ".join(f"{ref} at {sha}" for ref, sha in sorted(result.lost_refs.items()))
+        report.error = (
+            f"repository rebuilt from upstream, but the history of {lost} was damaged and upstream does not "
+            f"have it; the damaged files are kept in {result.quarantine}"
+        )
+        report.result = "error"
+        log.error(report.error)
+
+
+def _with_damage(repo: LocalRepository, exc: BaseException, error: str) -> str:
+    """A corruption error makes the cycle look for damaged files; the next cycle rebuilds."""
+    if not looks_like_corruption(exc):
+        return error
+    try:
+        damage = repo.check_thoroughly()
+    except Exception:
+        log.warning("cannot check the repository for damage", exc_info=True)
+        return error
+    if not damage:
+        return error
+    return f"local repository damaged ({'; '.join(d.describe() for d in damage)}): rebuilding from upstream ({error})"
 
 
 def _maintain(repo: LocalRepository, report: CycleReport) -> None:

@@ -1,6 +1,13 @@
 """The per-storage loop: open the repository once, then sync every pollInterval, forever.
 
 A failing remote never ends the loop: it backs off (capped, with jitter) and reports.
+
+Each cycle runs in a thread of its own (a daemon thread: a cycle that never returns cannot
+starve other storages of worker threads, nor keep the process alive after SIGTERM) and has a
+deadline (`syncTimeout`): at the deadline its remote connections are cut (sockets shut down,
+ssh killed), so the cycle fails with a timeout error and is retried. A cycle still running
+`STUCK_MARGIN` after its deadline (stuck in local work, not in remote I/O) makes `/healthz`
+fail, so the kubelet restarts the container.
 """
 
 from __future__ import annotations
@@ -8,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from ..clients.git import LocalRepository, describe_error
+from ..clients.git_transport import ConnectionTracker
 from ..models.common import parse_duration
 from ..models.gitsync import GitSyncStorage
 from ..models.sync import ConflictInfo, StorageSyncState
@@ -24,6 +35,44 @@ log = logging.getLogger(__name__)
 STALE_LOCK_ENV = "FLIPT_GIT_SYNC_STALE_LOCK_SECONDS"
 REPACK_PACKS_ENV = "FLIPT_GIT_SYNC_REPACK_PACKS"
 REPACK_GRACE_ENV = "FLIPT_GIT_SYNC_REPACK_GRACE_SECONDS"
+STUCK_MARGIN_ENV = "FLIPT_GIT_SYNC_STUCK_MARGIN_SECONDS"
+# How long past its deadline a cycle may still run before /healthz fails: cutting the
+# connections ends remote I/O at once, so this covers local work (a pack consolidation of a
+# large repository took 8 s) with room to spare.
+DEFAULT_STUCK_MARGIN_SECONDS = 30.0
+# After the deadline the cut is repeated this often, for a connection opened meanwhile.
+ABORT_REPEAT_SECONDS = 1.0
+
+T = TypeVar("T")
+
+
+def in_daemon_thread(name: str, function: Callable[[], T]) -> asyncio.Future[T]:
+    """Run `function` in a new daemon thread; its result arrives on the running loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        try:
+            loop.call_soon_threadsafe(deliver, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: the process is exiting
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
 
 
 class StorageSync:
@@ -31,6 +80,8 @@ class StorageSync:
         self.storage = storage
         self.metrics = metrics
         self.interval = parse_duration(storage.poll_interval)
+        self.sync_timeout = parse_duration(storage.sync_timeout)
+        self.stuck_margin = float(os.environ.get(STUCK_MARGIN_ENV, DEFAULT_STUCK_MARGIN_SECONDS))
         self.repo = LocalRepository(
             storage.repository_path,
             storage.branch,
@@ -49,26 +100,71 @@ class StorageSync:
         self.cycles = 0
         self._opened = False
         self._log = logging.LoggerAdapter(log, {"storage": storage.name})
+        # The cycle in progress: when it started (monotonic), its connections, its thread's result.
+        self.cycle_started: float | None = None
+        self.tracker: ConnectionTracker | None = None
+        self.in_flight: asyncio.Future[CycleReport] | None = None
 
     async def run(self) -> None:
         while True:
             await self.step()
             await asyncio.sleep(retry_delay(self.interval, self.failures))
 
-    async def step(self) -> None:
-        """Open the repository if needed, then one sync cycle; never raises."""
+    def _cycle(self, tracker: ConnectionTracker) -> CycleReport:
+        """One cycle, in its own thread: open the repository if needed, then sync."""
         try:
             if not self._opened:
-                removed = await asyncio.to_thread(self.repo.open)
+                removed = self.repo.open()
                 self._opened = True
                 if removed:
                     self._log.warning("recovered repository: removed %s", ", ".join(removed))
-            report = await asyncio.to_thread(run_cycle, self.repo, self.storage)
+            return run_cycle(self.repo, self.storage, tracker)
         except Exception as exc:  # e.g. an unwritable volume: report and retry
-            self._log.error("sync failed: %s", describe_error(exc))
-            report = CycleReport(error=describe_error(exc), result="error")
+            error = describe_error(exc)
+            if tracker.aborted:
+                error = f"{tracker.reason} ({error})"
+            self._log.error("sync failed: %s", error)
+            return CycleReport(error=error, result="timeout" if tracker.aborted else "error")
+
+    async def step(self) -> None:
+        """One sync cycle, bounded by the deadline; never raises (but can be cancelled)."""
+        tracker = ConnectionTracker()
+        self.tracker, self.cycle_started = tracker, time.monotonic()
+        self.in_flight = in_daemon_thread(f"sync-{self.storage.name}", lambda: self._cycle(tracker))
+        try:
+            try:
+                report = await asyncio.wait_for(asyncio.shield(self.in_flight), self.sync_timeout)
+            except TimeoutError:
+                reason = (
+                    f"sync timed out after {self.sync_timeout:g}s (syncTimeout): "
+                    "remote connections closed, retrying"
+                )
+                self._log.error(reason)
+                self.state.last_error = reason
+                report = await self._after_abort(tracker, reason)
+        except asyncio.CancelledError:
+            tracker.abort("git-sync is stopping")
+            raise
+        finally:
+            self.tracker, self.cycle_started = None, None
         self.cycles += 1
         self._apply(report)
+
+    async def _after_abort(self, tracker: ConnectionTracker, reason: str) -> CycleReport:
+        assert self.in_flight is not None
+        while True:
+            tracker.abort(reason)
+            done, _ = await asyncio.wait([self.in_flight], timeout=ABORT_REPEAT_SECONDS)
+            if done:
+                return self.in_flight.result()
+
+    def stuck_for(self, now: float | None = None) -> float | None:
+        """Seconds the running cycle has been going when that is past deadline + margin."""
+        started = self.cycle_started
+        if started is None:
+            return None
+        running = (time.monotonic() if now is None else now) - started
+        return running if running > self.sync_timeout + self.stuck_margin else None
 
     def _apply(self, report: CycleReport) -> None:
         state, name, now = self.state, self.storage.name, datetime.now(UTC)

@@ -19,6 +19,15 @@ def sidecar_status(syncs: Sequence[StorageSync]) -> SidecarStatus:
 
 def make_app(syncs: Sequence[StorageSync], metrics: SyncMetrics) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
+        # Liveness: no storage's cycle is running past its deadline + margin (a stuck loop).
+        stuck = {
+            s.storage.name: f"sync cycle running for {running:.0f}s (syncTimeout {s.sync_timeout:g}s + margin "
+            f"{s.stuck_margin:g}s)"
+            for s in syncs
+            if (running := s.stuck_for()) is not None
+        }
+        if stuck:
+            return web.json_response({"status": "stuck", "storages": stuck}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:

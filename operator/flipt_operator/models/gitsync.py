@@ -47,6 +47,11 @@ class GitSyncStorage(ApiModel):
     branch: str = "main"
     poll_interval: GoDuration = "30s"
     fetch_policy: FetchPolicy = "strict"
+    sync_timeout: Duration = Field(
+        default="120s",
+        description="Deadline of one sync cycle (as kubernetes/git-sync's --sync-timeout): its remote "
+        "connections are cut when it passes, the cycle fails and is retried.",
+    )
     repository_path: str = Field(description="Repository on the shared volume that Flipt serves as a local backend.")
     credential: GitSyncCredential | None = None
     ca_cert_file: str | None = None
