@@ -47,7 +47,7 @@ class GitSyncStorage(ApiModel):
     branch: str = "main"
     poll_interval: GoDuration = "30s"
     fetch_policy: FetchPolicy = "strict"
-    sync_timeout: Duration = Field(
+    sync_timeout: GoDuration = Field(
         default="120s",
         description="Deadline of one sync cycle (as kubernetes/git-sync's --sync-timeout): its remote "
         "connections are cut when it passes, the cycle fails and is retried.",
