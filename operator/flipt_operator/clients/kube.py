@@ -4,8 +4,10 @@ handlers in its thread pool); every call here is one API request."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +21,34 @@ from ..models.kinds import KindInfo
 EVENT_COMPONENT = "flipt-operator"
 _EVENT_MESSAGE_LIMIT = 1024
 _LOOK_UP: Any = object()  # apply_object's default: read the existing object first
+
+
+@dataclass(frozen=True)
+class ApiTimeout:
+    """Bounds of one API request, in seconds: establishing the connection, and waiting for
+    each read of the answer (urllib3's read timeout: the longest silence, not the total)."""
+
+    connect: float = 5.0
+    read: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> ApiTimeout:
+        return cls(float(os.environ.get("FLIPT_OPERATOR_API_CONNECT_TIMEOUT", cls.connect)),
+                   float(os.environ.get("FLIPT_OPERATOR_API_READ_TIMEOUT", cls.read)))
+
+
+class BoundedApiClient(kubernetes.client.ApiClient):
+    """An ApiClient whose every request carries (connect, read) timeouts unless the call sets
+    its own: the generated API methods default to none, and one silent connection would hold
+    a pass for good."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, timeout: ApiTimeout) -> None:
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        bound = _request_timeout if _request_timeout is not None else (self.timeout.connect, self.timeout.read)
+        return super().call_api(*args, _request_timeout=bound, **kwargs)
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -53,8 +83,15 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self.api_client = api_client
+    def __init__(self, api_client: kubernetes.client.ApiClient, timeout: ApiTimeout | None = None) -> None:
+        """Requests go through a client of `api_client`'s configuration with `timeout` on each
+        (default: `ApiTimeout.from_env()`)."""
+        configuration = copy.copy(api_client.configuration)
+        # One attempt per call: urllib3's default of three retries would make the bound four
+        # times as long. A failed call fails the pass, which is retried as a whole.
+        configuration.retries = 0
+        self.api_client = BoundedApiClient(configuration, timeout or ApiTimeout.from_env())
+        api_client = self.api_client
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
