@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator (served by `flipt-operator run --metrics-port`)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "flipt_operator_reconciles_total", "Reconciles by kind and outcome.", ["kind", "outcome"]
@@ -12,3 +12,9 @@ API_WRITES = Counter(
     "flipt_operator_api_writes_total", "Writes the operator made to the API server.", ["kind", "verb"]
 )
 EVENTS = Counter("flipt_operator_events_total", "Events posted.", ["kind", "type", "reason"])
+PASSES_OVERDUE = Counter(
+    "flipt_operator_passes_overdue_total", "Namespace passes that ran longer than the pass deadline."
+)
+OLDEST_PASS_SECONDS = Gauge(
+    "flipt_operator_oldest_pass_seconds", "How long the longest-running namespace pass has run (0: none runs)."
+)
