@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 import kubernetes
 import urllib3
@@ -156,13 +156,19 @@ class Kube:
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         return data, secret["metadata"]["resourceVersion"]
 
-    def secret_keys(self, namespace: str) -> dict[str, tuple[list[str], str]]:
-        """Secret name -> (key names, resourceVersion). Values are not kept."""
-        secrets = self._raw(self.core.list_namespaced_secret, namespace)["items"]
-        return {
-            s["metadata"]["name"]: (sorted((s.get("data") or {}).keys()), s["metadata"]["resourceVersion"])
-            for s in secrets
-        }
+    def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, tuple[list[str], str]]:
+        """Secret name -> (key names, resourceVersion) for those of `names` that exist. Each is
+        read by name (not a LIST of every Secret of the namespace); values are not kept."""
+        found = {}
+        for name in sorted(set(names)):
+            try:
+                secret = self._raw(self.core.read_namespaced_secret, name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            found[name] = (sorted((secret.get("data") or {}).keys()), secret["metadata"]["resourceVersion"])
+        return found
 
     # -- children: create, or patch when what we set differs; nothing when it matches ------
 

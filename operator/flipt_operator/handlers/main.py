@@ -22,6 +22,7 @@ from ..models.plan import supports_native_sidecars
 from . import credential, database, environment, secrets, storage  # noqa: F401
 from .context import Context, Peering, operator_defaults
 from .deadline import DEFAULT_PASS_DEADLINE, PASS_CLOCK
+from .servers import MANAGED_BY as MANAGED_BY_SELECTOR
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"
@@ -54,6 +55,10 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = int(os.environ.get("FLIPT_OPERATOR_WORKERS", "8"))
     settings.peering.name = os.environ.get("FLIPT_OPERATOR_PEERING", "flipt-operator")
     settings.peering.stealth = True
+    # Server-side filters: of the Deployments and Jobs of the cluster only ours stream in (a
+    # handler's `labels=` filters only after the whole stream has arrived).
+    for group, plural in (("apps", "deployments"), ("batch", "jobs")):
+        settings.watching.label_selectors[group, "v1", plural] = MANAGED_BY_SELECTOR
     # Fixed namespaces: no namespace/CRD watches, so namespaced RBAC (Roles only) suffices.
     settings.scanning.disabled = _FIXED_NAMESPACES
 

@@ -18,3 +18,8 @@ PASSES_OVERDUE = Counter(
 OLDEST_PASS_SECONDS = Gauge(
     "flipt_operator_oldest_pass_seconds", "How long the longest-running namespace pass has run (0: none runs)."
 )
+WATCH_EVENTS = Counter(
+    "flipt_operator_watch_events_total",
+    "Secret and ConfigMap events by whether they asked for a pass (pass) or concern no Flipt object (ignored).",
+    ["kind", "decision"],
+)

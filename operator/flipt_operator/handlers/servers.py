@@ -28,6 +28,7 @@ from ..models.environment import FliptEnvironmentSpec
 from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
 from ..models.plan import Problem
 from ..models.storage import FliptStorageSpec
+from ..rules.references import referenced_secret_names
 from ..rules.servers import CredentialState, plan_servers
 from .context import Context
 from .database import DatabaseGate, database_gate
@@ -85,11 +86,13 @@ class Snapshot:
 
     @classmethod
     def read(cls, kube: Kube, namespace: str) -> Snapshot:
+        storages, credentials = kube.list(STORAGE, namespace), kube.list(CREDENTIAL, namespace)
         return cls(
             environments=kube.list(ENVIRONMENT, namespace),
-            storages=kube.list(STORAGE, namespace),
-            credentials=kube.list(CREDENTIAL, namespace),
-            secrets=kube.secret_keys(namespace),
+            storages=storages,
+            credentials=credentials,
+            # Only the Secrets some object names, each by name: the rules need their key names.
+            secrets=kube.secret_keys(namespace, referenced_secret_names(storages, credentials)),
             children={
                 kind: {o["metadata"]["name"]: o for o in kube.list_children(kind, namespace, MANAGED_BY)}
                 for kind in CHILD_KINDS
