@@ -5,7 +5,6 @@ operator reads the sidecars rather than the sidecars writing to the API)."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 from typing import Any
@@ -51,7 +50,7 @@ def _sidecar_port(pod: dict[str, Any]) -> int | None:
 
 def sidecar_status_url(ip: str, port: int) -> str:
     """The sidecar's /status URL; an IPv6 pod IP goes in brackets (`http://[fd00::1]:8081/status`)."""
-    host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    host = f"[{ip}]" if ":" in ip else ip  # only IPv6 addresses contain colons
     return f"http://{host}:{port}/status"
 
 
@@ -106,7 +105,8 @@ async def sync_poller(ctx: Context) -> None:
     one bound on requests in flight); a changed report re-plans its namespace."""
     timeout = aiohttp.ClientTimeout(total=POLL_TIMEOUT_SECONDS)
     limit = asyncio.Semaphore(POLL_CONCURRENCY)  # shared by every namespace of a round
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # No connection limit of aiohttp's own: waiting for its pool would count against the timeout.
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         while True:
             await asyncio.gather(*(_poll_namespace(ctx, session, namespace, limit)
                                    for namespace in sorted(ctx.git_namespaces)))
