@@ -475,8 +475,8 @@ def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, mem
         return
     from .servers import request
 
-    WATCH_EVENTS.labels("ConfigMap", "pass").inc()
     request(memo.servers, namespace)
+    WATCH_EVENTS.labels("ConfigMap", "pass").inc()
 
 
 async def database_recheck(ctx: Context) -> None:

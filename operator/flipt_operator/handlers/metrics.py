@@ -18,8 +18,13 @@ PASSES_OVERDUE = Counter(
 OLDEST_PASS_SECONDS = Gauge(
     "flipt_operator_oldest_pass_seconds", "How long the longest-running namespace pass has run (0: none runs)."
 )
+PASSES_IN_PROGRESS = Gauge(
+    "flipt_operator_passes_in_progress",
+    "Namespaces whose pass runs (a request during a pass folds into it: one more pass, still in progress).",
+)
 WATCH_EVENTS = Counter(
     "flipt_operator_watch_events_total",
-    "Secret and ConfigMap events by whether they asked for a pass (pass) or concern no Flipt object (ignored).",
+    "Secret and ConfigMap events by whether they asked for a pass (pass) or concern no Flipt object "
+    "(ignored); counted once decided (the pass asked for has run or is folded into the one running).",
     ["kind", "decision"],
 )

@@ -41,8 +41,8 @@ def secret_event(
     if key not in credentials_by_secret and key not in storages_by_secret:
         WATCH_EVENTS.labels("Secret", "ignored").inc()
         return
-    WATCH_EVENTS.labels("Secret", "pass").inc()
     credential.on_secret_event(memo.servers, namespace, name, credentials_by_secret)
     # Servers mount Secrets or take env from them: a change rolls the pods (config hash), and
     # the rules check the keys a storage or credential names.
     request(memo.servers, namespace)
+    WATCH_EVENTS.labels("Secret", "pass").inc()

@@ -33,7 +33,7 @@ from ..rules.servers import CredentialState, plan_servers
 from .context import Context
 from .database import DatabaseGate, database_gate
 from .deadline import PASS_CLOCK
-from .metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
+from .metrics import API_WRITES, PASSES_IN_PROGRESS, RECONCILE_SECONDS, RECONCILES
 from .reporting import write_status
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,8 @@ def request(ctx: Context, namespace: str) -> None:
     """Reconcile the namespace now (or fold into the pass under way). A failure never
     propagates to the trigger: the pass is retried with backoff until it succeeds."""
     try:
-        COALESCER.run(namespace, lambda ns: PASS_CLOCK.time(ns, reconcile_namespace, ctx, ns))
+        with PASSES_IN_PROGRESS.track_inprogress():
+            COALESCER.run(namespace, lambda ns: PASS_CLOCK.time(ns, reconcile_namespace, ctx, ns))
     except Exception as exc:  # noqa: BLE001 - whatever failed, a later pass may succeed
         delay = ctx.retry.failed(namespace)
         # The API server's own message, or the type: an exception's text may quote content.
