@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from kubernetes import client
 
+from flipt_operator.clients.kube import Kube
+
 from tests.support.deployments import read_deployment
 from tests.support.kube_objects import create_custom, put_secret
 from tests.support.operator_fixtures import metric_value, start_operator
@@ -73,3 +75,17 @@ def test_unrelated_secrets_and_config_maps_start_no_pass(kube_cluster, namespace
         assert passes(op) == before + 1
     finally:
         op.stop()
+
+
+def test_a_pass_reads_the_named_secrets_by_name_and_keeps_key_names_only(kube_cluster, namespace):
+    api = kube_cluster.api_client
+    put_secret(api, namespace, "creds", {"username": "u", "password": "p"})
+    put_secret(api, namespace, "other", {"token": "t"})
+    names = [f"named-{i}" for i in range(20)]
+    for name in names:
+        put_secret(api, namespace, name, {"url": name})
+    version = client.CoreV1Api(api).read_namespaced_secret("creds", namespace).metadata.resource_version
+    found = Kube(api).secret_keys(namespace, ["creds", "missing", *names])
+    assert found["creds"] == (["password", "username"], version)
+    assert set(found) == {"creds", *names}  # not `other`, not the missing one
+    assert all(keys == ["url"] for keys, _ in found.values() if keys != ["password", "username"])

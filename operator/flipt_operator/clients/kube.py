@@ -1,5 +1,5 @@
 """The Kubernetes API, as the handlers need it. Thin and synchronous (kopf runs sync
-handlers in its thread pool); every call here is one API request."""
+handlers in its thread pool); every call here is one API request (`secret_keys`: one per name)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import base64
 import copy
 import json
 import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 import kubernetes
 import urllib3
@@ -96,6 +98,8 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.batch = kubernetes.client.BatchV1Api(api_client)
+        # Reads fanned out by name (its own threads: callers may already run in a shared pool).
+        self._readers = ThreadPoolExecutor(8, thread_name_prefix="kube-read")
 
     @staticmethod
     def _raw(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -159,16 +163,18 @@ class Kube:
     def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, tuple[list[str], str]]:
         """Secret name -> (key names, resourceVersion) for those of `names` that exist. Each is
         read by name (not a LIST of every Secret of the namespace); values are not kept."""
-        found = {}
-        for name in sorted(set(names)):
+        def keys(name: str) -> tuple[list[str], str] | None:
             try:
                 secret = self._raw(self.core.read_namespaced_secret, name, namespace)
             except ApiException as exc:
                 if exc.status == 404:
-                    continue
+                    return None
                 raise
-            found[name] = (sorted((secret.get("data") or {}).keys()), secret["metadata"]["resourceVersion"])
-        return found
+            return sorted((secret.get("data") or {}).keys()), secret["metadata"]["resourceVersion"]
+
+        wanted = sorted(set(names))
+        # Side by side: a namespace with 200 credentials would otherwise wait for 200 round trips.
+        return {name: found for name, found in zip(wanted, self._readers.map(keys, wanted)) if found is not None}
 
     # -- children: create, or patch when what we set differs; nothing when it matches ------
 
