@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 
 import pytest
 
@@ -103,3 +104,16 @@ def test_purge_default_prefix_and_glob_characters(password_redis: RedisServer) -
     finally:
         client.flushdb()
         client.close()
+
+
+def test_preflight_silent_server_times_out() -> None:
+    # A stand-in for a hung Redis: accepts the connection, never answers.
+    from tests.support.silent_peers import silent_listener
+
+    with silent_listener() as port:
+        started = time.monotonic()
+        check = preflight("127.0.0.1", port, password="secret-silent", timeout=1)
+        elapsed = time.monotonic() - started
+    assert check.reason == "Timeout" and not check.reachable, check
+    assert elapsed < 3
+    _assert_no_secret(check.message, "secret-silent")

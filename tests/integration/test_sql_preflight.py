@@ -296,3 +296,55 @@ def test_cockroach_code_path_over_the_postgres_wire(pg_db: str) -> None:
     check = preflight(f"cockroach://postgres@{PG}/{pg_db}?sslmode=disable")
     assert check.ok and check.dialect == "cockroachdb" and check.schema_version == 12
     assert assess_schema("cockroachdb", 12, False, IMAGE).state is SchemaState.PENDING
+
+
+# --- bounds: a connection that never answers, a statement that never ends ----------------------
+
+
+def _held_lock_pg(db: str) -> psycopg.Connection:
+    """A connection holding an exclusive lock on schema_migrations: reads of it wait."""
+    _pg_exec(db, PG_TABLE, "INSERT INTO schema_migrations VALUES (16, false)")
+    holder = psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={db}")
+    holder.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+    return holder
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "cockroach"])
+def test_pg_statement_that_waits_ends_at_the_statement_timeout(pg_db: str, scheme: str) -> None:
+    holder = _held_lock_pg(pg_db)
+    try:
+        started = time.monotonic()
+        check = preflight(f"{scheme}://postgres@{PG}/{pg_db}?sslmode=disable", timeout=1)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    assert check.reason == "Timeout", check
+    assert elapsed < 4
+
+
+def test_mysql_silent_server_times_out() -> None:
+    from tests.support.silent_peers import silent_listener
+
+    with silent_listener() as port:
+        started = time.monotonic()
+        check = preflight(f"mysql://root:{ENCODED}@127.0.0.1:{port}/flipt", timeout=1)
+        elapsed = time.monotonic() - started
+    assert check.reason in ("Unreachable", "Timeout") and not check.ok, check
+    assert elapsed < 3
+    _assert_no_secret(check)
+
+
+def test_mysql_statement_that_waits_ends_at_the_read_timeout(my_db: tuple[str, str]) -> None:
+    db, _ = my_db
+    _my_exec(db, MY_TABLE, "INSERT INTO schema_migrations VALUES (15, false)")
+    holder = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", database=db, autocommit=True)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLES schema_migrations WRITE")
+        started = time.monotonic()
+        check = preflight(f"mysql://root@{MY_HOST}:{MY_PORT}/{db}", timeout=1)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    assert check.reason == "Timeout", check
+    assert elapsed < 4

@@ -22,7 +22,7 @@ CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*$")
 NOT_REASONS = {
     # kinds
     "FliptCredential", "FliptEnvironment", "FliptStorage", "ConfigMap", "Deployment", "Job", "Namespace",
-    "Service", "ServiceAccount",
+    "Secret", "Service", "ServiceAccount",
     # Event types, condition statuses
     "Normal", "Warning", "True", "False", "Unknown",
     # condition types that are never a reason

@@ -61,7 +61,7 @@ chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (n
 - apiGroups: ["flipt.io"]
   resources: ["fliptcredentials/status", "fliptstorages/status", "fliptenvironments/status"]
   verbs: ["patch"]
-# Secrets: validate credentials (get), hash what servers use (list), react to rotation (watch).
+# Secrets: validate credentials and read the key names of the named ones (get), react to rotation (list, watch).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]

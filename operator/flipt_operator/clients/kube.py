@@ -1,12 +1,16 @@
 """The Kubernetes API, as the handlers need it. Thin and synchronous (kopf runs sync
-handlers in its thread pool); every call here is one API request."""
+handlers in its thread pool); every call here is one API request (`secret_keys`: one per name)."""
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,6 +27,34 @@ FIELD_MANAGER = "flipt-operator"  # server-side apply: owner of every field the 
 APPLIED_HASH_ANNOTATION = "flipt.io/applied-hash"
 _EVENT_MESSAGE_LIMIT = 1024
 _LOOK_UP: Any = object()  # apply_object's default: read the existing object first
+
+
+@dataclass(frozen=True)
+class ApiTimeout:
+    """Bounds of one API request, in seconds: establishing the connection, and waiting for
+    each read of the answer (urllib3's read timeout: the longest silence, not the total)."""
+
+    connect: float = 5.0
+    read: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> ApiTimeout:
+        return cls(float(os.environ.get("FLIPT_OPERATOR_API_CONNECT_TIMEOUT", cls.connect)),
+                   float(os.environ.get("FLIPT_OPERATOR_API_READ_TIMEOUT", cls.read)))
+
+
+class BoundedApiClient(kubernetes.client.ApiClient):
+    """An ApiClient whose every request carries (connect, read) timeouts unless the call sets
+    its own: the generated API methods default to none, and one silent connection would hold
+    a pass for good."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, timeout: ApiTimeout) -> None:
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        bound = _request_timeout if _request_timeout is not None else (self.timeout.connect, self.timeout.read)
+        return super().call_api(*args, _request_timeout=bound, **kwargs)
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -57,12 +89,21 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self.api_client = api_client
+    def __init__(self, api_client: kubernetes.client.ApiClient, timeout: ApiTimeout | None = None) -> None:
+        """Requests go through a client of `api_client`'s configuration with `timeout` on each
+        (default: `ApiTimeout.from_env()`)."""
+        configuration = copy.copy(api_client.configuration)
+        # One attempt per call: urllib3's default of three retries would make the bound four
+        # times as long. A failed call fails the pass, which is retried as a whole.
+        configuration.retries = 0
+        self.api_client = BoundedApiClient(configuration, timeout or ApiTimeout.from_env())
+        api_client = self.api_client
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.batch = kubernetes.client.BatchV1Api(api_client)
+        # Reads fanned out by name (its own threads: callers may already run in a shared pool).
+        self._readers = ThreadPoolExecutor(8, thread_name_prefix="kube-read")
 
     @staticmethod
     def _raw(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -123,13 +164,21 @@ class Kube:
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         return data, secret["metadata"]["resourceVersion"]
 
-    def secret_keys(self, namespace: str) -> dict[str, tuple[list[str], str]]:
-        """Secret name -> (key names, resourceVersion). Values are not kept."""
-        secrets = self._raw(self.core.list_namespaced_secret, namespace)["items"]
-        return {
-            s["metadata"]["name"]: (sorted((s.get("data") or {}).keys()), s["metadata"]["resourceVersion"])
-            for s in secrets
-        }
+    def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, tuple[list[str], str]]:
+        """Secret name -> (key names, resourceVersion) for those of `names` that exist. Each is
+        read by name (not a LIST of every Secret of the namespace); values are not kept."""
+        def keys(name: str) -> tuple[list[str], str] | None:
+            try:
+                secret = self._raw(self.core.read_namespaced_secret, name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return sorted((secret.get("data") or {}).keys()), secret["metadata"]["resourceVersion"]
+
+        wanted = sorted(set(names))
+        # Side by side: a namespace with 200 credentials would otherwise wait for 200 round trips.
+        return {name: found for name, found in zip(wanted, self._readers.map(keys, wanted)) if found is not None}
 
     # -- children: server-side apply, and no request at all when nothing would change -------
 

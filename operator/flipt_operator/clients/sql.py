@@ -162,6 +162,15 @@ def _preflight_server(parsed: DatabaseURL, timeout: float) -> DatabaseCheck:
         query=query,
     )
     engine = sa.create_engine(url, poolclass=NullPool, connect_args=_connect_args(parsed, timeout))
+    if parsed.dialect == "cockroachdb":
+        # Bound the reads as on PostgreSQL; with SET rather than a startup option, which older
+        # CockroachDB releases refuse.
+        @sa.event.listens_for(engine, "connect")
+        def _statement_timeout(dbapi_connection: Any, _: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET statement_timeout = '{int(timeout * 1000)}ms'")
+            dbapi_connection.commit()
+
     return _read_schema(engine, parsed)
 
 
@@ -246,6 +255,9 @@ def _classify(parsed: DatabaseURL, exc: BaseException) -> tuple[Reason, str]:
     text = " ".join(str(orig).split())
     low = text.lower()
     code = orig.args[0] if getattr(orig, "args", None) and isinstance(orig.args[0], int) else None
+    if "statement timeout" in low or (code == 2013 and "timed out" in low):
+        # PostgreSQL/CockroachDB's statement_timeout; MySQL's read timeout mid-query.
+        return "Timeout", text
     if parsed.dialect == "mysql" and code is not None:
         if code == 1049:
             return "DatabaseNotFound", text

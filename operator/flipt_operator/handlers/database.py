@@ -49,6 +49,7 @@ from ..models.storage import DatabaseStatus, MigrationRecord
 from ..rules.database_url import DatabaseURLError, parse_flipt_url, scrub, url_password
 from ..rules.import_document import content_hash, validate_import
 from ..rules.migrations import SchemaState, assess_schema, create_database_command, expected_version
+from .metrics import WATCH_EVENTS
 
 if TYPE_CHECKING:
     from .context import Context
@@ -470,11 +471,15 @@ def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, mem
                             storages_by_import_config_map: kopf.Index, **_: Any) -> None:
     """An import document changed (or appeared, or went): a pass validates it and starts its Job
     at once, rather than at the next re-check. Other ConfigMaps (ours included) are ignored."""
-    if event.get("type") is None or (namespace, name) not in storages_by_import_config_map:
+    if event.get("type") is None:
         return  # the initial listing: the startup passes read every import already
+    if (namespace, name) not in storages_by_import_config_map:
+        WATCH_EVENTS.labels("ConfigMap", "ignored").inc()
+        return
     from .servers import request
 
     request(memo.servers, namespace)
+    WATCH_EVENTS.labels("ConfigMap", "pass").inc()
 
 
 async def database_recheck(ctx: Context) -> None:

@@ -27,8 +27,3 @@ def server_deployment_event(event: kopf.RawEvent, namespace: str, memo: kopf.Mem
     """The Deployment controller reported progress, or someone edited or deleted our Deployment."""
     if event.get("type") is not None and memo.servers.changed(event):
         request(memo.servers, namespace)
-
-
-@kopf.index(GROUP, VERSION, ENVIRONMENT.plural)
-def namespaces_with_environments(namespace: str, **_: Any) -> dict[str, bool]:
-    return {namespace: True}

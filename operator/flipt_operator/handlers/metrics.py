@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator (served by `flipt-operator run --metrics-port`)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "flipt_operator_reconciles_total", "Reconciles by kind and outcome.", ["kind", "outcome"]
@@ -14,4 +14,20 @@ API_WRITES = Counter(
 EVENTS = Counter("flipt_operator_events_total", "Events posted.", ["kind", "type", "reason"])
 EVENTS_DROPPED = Counter(
     "flipt_operator_events_dropped_total", "Events not posted: past the per-object rate limit.", ["kind", "reason"]
+)
+PASSES_OVERDUE = Counter(
+    "flipt_operator_passes_overdue_total", "Namespace passes that ran longer than the pass deadline."
+)
+OLDEST_PASS_SECONDS = Gauge(
+    "flipt_operator_oldest_pass_seconds", "How long the longest-running namespace pass has run (0: none runs)."
+)
+PASSES_IN_PROGRESS = Gauge(
+    "flipt_operator_passes_in_progress",
+    "Namespaces whose pass runs (a request during a pass folds into it: one more pass, still in progress).",
+)
+WATCH_EVENTS = Counter(
+    "flipt_operator_watch_events_total",
+    "Secret and ConfigMap events by whether they asked for a pass (pass) or concern no Flipt object "
+    "(ignored); counted once decided (the pass asked for has run or is folded into the one running).",
+    ["kind", "decision"],
 )

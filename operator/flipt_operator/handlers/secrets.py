@@ -1,4 +1,9 @@
-"""Secrets are not ours, but what reads them is: a change re-checks the dependents at once."""
+"""Secrets are not ours, but what reads them is: a change re-checks the dependents at once.
+
+Only Secrets some FliptStorage or FliptCredential names matter; every other Secret event of the
+cluster (Helm releases, service-account tokens, other applications) returns at once. The names
+come from kopf indexes kept by the watches of our kinds, so no API call decides it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,18 @@ from typing import Any
 
 import kopf
 
+from .. import GROUP, VERSION
+from ..models.kinds import STORAGE
+from ..rules.references import storage_secret_names
 from . import credential
+from .metrics import WATCH_EVENTS
 from .servers import request
+
+
+@kopf.index(GROUP, VERSION, STORAGE.plural)
+def storages_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, Secret name) -> the storages that name it (database URL, CA bundle, Redis password)."""
+    return {(namespace, secret): name for secret in storage_secret_names(spec)}
 
 
 @kopf.on.event("", "v1", "secrets")
@@ -17,12 +32,17 @@ def secret_event(
     name: str,
     memo: kopf.Memo,
     credentials_by_secret: kopf.Index,
-    namespaces_with_environments: kopf.Index,
+    storages_by_secret: kopf.Index,
     **_: Any,
 ) -> None:
     if event.get("type") is None:
         return  # the initial listing: resume handlers already cover existing objects
+    key = (namespace, name)
+    if key not in credentials_by_secret and key not in storages_by_secret:
+        WATCH_EVENTS.labels("Secret", "ignored").inc()
+        return
     credential.on_secret_event(memo.servers, namespace, name, credentials_by_secret)
-    if namespace in namespaces_with_environments:
-        # Servers mount Secrets or take env from them: a change rolls the pods (config hash).
-        request(memo.servers, namespace)
+    # Servers mount Secrets or take env from them: a change rolls the pods (config hash), and
+    # the rules check the keys a storage or credential names.
+    request(memo.servers, namespace)
+    WATCH_EVENTS.labels("Secret", "pass").inc()

@@ -29,10 +29,12 @@ from ..models.environment import FliptEnvironmentSpec
 from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
 from ..models.plan import Problem
 from ..models.storage import FliptStorageSpec
+from ..rules.references import referenced_secret_names
 from ..rules.servers import CredentialState, plan_servers
 from .context import Context
 from .database import DatabaseGate, database_gate
-from .metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
+from .deadline import PASS_CLOCK
+from .metrics import API_WRITES, PASSES_IN_PROGRESS, RECONCILE_SECONDS, RECONCILES
 from .reporting import write_status
 
 log = logging.getLogger(__name__)
@@ -85,11 +87,13 @@ class Snapshot:
 
     @classmethod
     def read(cls, kube: Kube, namespace: str) -> Snapshot:
+        storages, credentials = kube.list(STORAGE, namespace), kube.list(CREDENTIAL, namespace)
         return cls(
             environments=kube.list(ENVIRONMENT, namespace),
-            storages=kube.list(STORAGE, namespace),
-            credentials=kube.list(CREDENTIAL, namespace),
-            secrets=kube.secret_keys(namespace),
+            storages=storages,
+            credentials=credentials,
+            # Only the Secrets some object names, each by name: the rules need their key names.
+            secrets=kube.secret_keys(namespace, referenced_secret_names(storages, credentials)),
             children={
                 kind: {o["metadata"]["name"]: o for o in kube.list_children(kind, namespace, MANAGED_BY)}
                 for kind in CHILD_KINDS
@@ -332,11 +336,15 @@ class Coalescer:
                     self._dirty.discard(namespace)
                 result = work(namespace)
                 with self._guard:
+                    # Check and release under one lock: a request arriving in between would
+                    # otherwise see the pass as running, fold into it, and be lost.
                     if namespace not in self._dirty:
+                        self._running.discard(namespace)
                         return result
-        finally:
-            with self._guard:
+        except BaseException:
+            with self._guard:  # the failure's retry runs a whole pass, which covers folded requests
                 self._running.discard(namespace)
+            raise
 
 
 COALESCER = Coalescer()
@@ -347,7 +355,8 @@ def request(ctx: Context, namespace: str) -> None:
     propagates to the trigger: a pass whose shared reads failed, or in which a server or
     object failed transiently, is retried with backoff until it succeeds."""
     try:
-        outcome = COALESCER.run(namespace, lambda ns: reconcile_namespace(ctx, ns))
+        with PASSES_IN_PROGRESS.track_inprogress():
+            outcome = COALESCER.run(namespace, lambda ns: PASS_CLOCK.time(ns, reconcile_namespace, ctx, ns))
     except Exception as exc:  # noqa: BLE001 - whatever failed, a later pass may succeed
         delay = ctx.retry.failed(namespace)
         # The API server's own message, or the type: an exception's text may quote content.
