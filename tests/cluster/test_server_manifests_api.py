@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 
 import pytest
 from kubernetes import client
@@ -41,15 +42,33 @@ def _dry_run(kube_cluster, namespace: str, objects: list[dict]):
     )
 
 
-def test_rendered_servers_are_accepted(kube_cluster, namespace):
-    native = supports_native_sidecars(client.VersionApi(kube_cluster.api_client).get_code().git_version)
+# Both paths the operator renders, each on a server of its kind: 1.20 (before native sidecars: the
+# sidecar runs beside Flipt, its first sync in an init container) and a current release (native
+# sidecars: an init container with restartPolicy Always).
+CLUSTERS = {"kube_cluster": "v1.20", "current_kube_cluster": "v1.35"}
+
+
+@pytest.fixture(params=sorted(CLUSTERS))
+def cluster_and_namespace(request):
+    cluster = request.getfixturevalue(request.param)
+    name = f"t-manifests-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(cluster.api_client).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    version = client.VersionApi(cluster.api_client).get_code().git_version
+    assert version.startswith(CLUSTERS[request.param]), version  # the server we meant to test
+    return cluster, name, version
+
+
+def test_rendered_servers_are_accepted(cluster_and_namespace):
+    cluster, namespace, version = cluster_and_namespace
+    native = supports_native_sidecars(version)
+    assert native == version.startswith("v1.35")
     for plan in _plans(namespace, native):
-        result = _dry_run(kube_cluster, namespace, build_server_manifests(plan).all())
+        result = _dry_run(cluster, namespace, build_server_manifests(plan).all())
         assert result.returncode == 0, result.stderr
 
 
-def test_native_sidecar_needs_a_new_enough_server(kube_cluster, namespace):
-    version = client.VersionApi(kube_cluster.api_client).get_code().git_version
+def test_native_sidecar_needs_a_new_enough_server(cluster_and_namespace):
+    cluster, namespace, version = cluster_and_namespace
     deployment = build_server_manifests(_git_plan(namespace, native=True)).deployment
-    result = _dry_run(kube_cluster, namespace, [deployment])
+    result = _dry_run(cluster, namespace, [deployment])
     assert (result.returncode == 0) == supports_native_sidecars(version), result.stderr

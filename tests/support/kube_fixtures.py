@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from flipt_operator.devcluster.build import BuildError, build_apiserver
+from flipt_operator.devcluster.build import BuildError, build_apiserver, build_current_apiserver
 from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
 from flipt_operator.devcluster.tools import ensure_kubectl
 
@@ -93,6 +93,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             build_apiserver()  # a no-op when cached
         except BuildError as exc:
             _build_error.append(str(exc))
+    if any("current_kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            build_current_apiserver()  # a no-op when cached
+        except BuildError as exc:
+            _build_error.append(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +118,23 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
         try:
             yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=kubectl,
+                              local=local, crds=crds)
+        finally:
+            api.close()
+
+
+@pytest.fixture(scope="session")
+def current_kube_cluster() -> Iterator[KubeCluster]:
+    """A second local cluster on a current Kubernetes (devcluster.build.CURRENT_KUBERNETES, built
+    from Go modules), CRDs applied: what needs a server newer than 1.28 (native sidecars, CEL)."""
+    if _build_error:
+        pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
+    with LocalCluster(apiserver=str(build_current_apiserver())) as local:
+        assert local.kubeconfig is not None
+        api = local.api_client()
+        crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
+        try:
+            yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=ensure_kubectl(),
                               local=local, crds=crds)
         finally:
             api.close()

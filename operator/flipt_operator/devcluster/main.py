@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .build import BuildError, build_apiserver
+from .build import BuildError, build_apiserver, build_current_apiserver
 from .cluster import ClusterError, ClusterState, LocalCluster
 from .paths import default_state_dir, file_lock
 from .tools import ToolsError, install_tools
@@ -16,7 +16,8 @@ from .tools import ToolsError, install_tools
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dev_command", required=True)
-    b = sub.add_parser("build", help="build kube-apiserver 1.20 from Debian's source (once; cached)")
+    b = sub.add_parser("build", help="build kube-apiserver 1.20 from Debian's source and a current one from Go "
+                                     "modules (once each; cached)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cached binary works")
     t = sub.add_parser("tools", help="extract the pinned kubectl and helm into the cache; print the dir")
     t.add_argument("--force", action="store_true", help="extract again")
@@ -63,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.dev_command == "build":
             print(build_apiserver(force=args.force))
+            print(build_current_apiserver(force=args.force))
             return 0
         if args.dev_command == "tools":
             print(install_tools(force=args.force))
