@@ -64,11 +64,17 @@ def test_key_rotation_and_removal_reevaluate_without_restart(kube_cluster, opera
     assert "'token'" in condition(obj, "Ready")["message"]
     put_secret(api, namespace, "token", {"token": TOKEN + "-rotated"})
     obj = ready_with(api, namespace, "gh", "True", timeout=10)
-    # A repeated Event bumps the count of the one already posted, as Kubernetes' recorder does.
-    counts: dict[str, int] = {}
-    for e in events_for(api, namespace, "gh"):
-        counts[e.reason] = counts.get(e.reason, 0) + (e.count or 1)
-    assert counts["MissingKey"] == 1 and counts["CredentialsValid"] == 2
+    # A repeated Event bumps the count of the one already posted, as Kubernetes' recorder does
+    # (Events follow the status write: wait for them).
+    def counts() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in events_for(api, namespace, "gh"):
+            out[e.reason] = out.get(e.reason, 0) + (e.count or 1)
+        return out
+
+    seen = wait_for(lambda: (c := counts()).get("CredentialsValid") == 2 and c, timeout=10,
+                    message="CredentialsValid posted twice")
+    assert seen["MissingKey"] == 1
     # Deleting the Secret is seen at once too.
     from kubernetes import client
     client.CoreV1Api(api).delete_namespaced_secret("token", namespace)
