@@ -9,7 +9,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.support.kube_objects import (
-    condition, condition_is, create_custom, dump_namespace, events_for, get_custom, put_secret,
+    condition,
+    condition_is,
+    create_custom,
+    dump_namespace,
+    events_for,
+    get_custom,
+    put_secret,
 )
 from tests.support.operator_fixtures import metric_value, start_operator
 from tests.support.waiting import wait_for

@@ -7,7 +7,7 @@ Nothing runs containers here: tests report a Job's progress the way the Job cont
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,14 @@ from kubernetes import client
 
 from tests.support.deployments import mark_available, read_deployment
 from tests.support.kube_objects import (
-    condition, condition_is, create_custom, dump_namespace, events_for, get_custom, patch_custom, put_secret,
+    condition,
+    condition_is,
+    create_custom,
+    dump_namespace,
+    events_for,
+    get_custom,
+    patch_custom,
+    put_secret,
 )
 from tests.support.operator_fixtures import metric_value, start_operator
 from tests.support.waiting import wait_for
@@ -89,7 +96,7 @@ def one_job(api, ns, component="migration"):
 
 def finish_job(api, ns, name, succeeded=True, message="BackoffLimitExceeded"):
     """Report the Job's end the way the Job controller does."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if succeeded:
         status = {"startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
                   "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now,

@@ -11,7 +11,12 @@ from kubernetes import client
 
 from tests.support.deployments import mark_available
 from tests.support.kube_objects import (
-    condition, condition_is, create_custom, get_custom, patch_custom, put_secret,
+    condition,
+    condition_is,
+    create_custom,
+    get_custom,
+    patch_custom,
+    put_secret,
 )
 from tests.support.waiting import wait_for
 

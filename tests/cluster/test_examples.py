@@ -18,9 +18,11 @@ def test_examples_apply_and_reconcile(kube_cluster, operator, namespace):
     api = kube_cluster.api_client
     wait_for(lambda: condition_is(api, namespace, "FliptCredential", "flags-repo", "Ready", "True"), timeout=20)
     for storage in ("production-flags", "staging-flags"):
-        wait_for(lambda: condition_is(api, namespace, "FliptStorage", storage, "Ready", "True"), timeout=20)
+        wait_for(lambda storage=storage: condition_is(api, namespace, "FliptStorage", storage, "Ready", "True"),
+                 timeout=20)
     with StandInDeploymentController(api, namespace):
         for env in ("production", "staging"):
-            wait_for(lambda: condition_is(api, namespace, "FliptEnvironment", env, "Ready", "True"), timeout=20)
+            wait_for(lambda env=env: condition_is(api, namespace, "FliptEnvironment", env, "Ready", "True"),
+                     timeout=20)
     table = kube_cluster.kubectl("get", "flipt", "-n", namespace, check=True).stdout
     assert table.count("True") >= 5

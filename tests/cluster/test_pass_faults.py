@@ -8,7 +8,12 @@ from kubernetes import client
 
 from tests.support.deployments import mark_available, read_deployment
 from tests.support.kube_objects import (
-    condition, condition_is, create_custom, events_for, get_custom, patch_custom,
+    condition,
+    condition_is,
+    create_custom,
+    events_for,
+    get_custom,
+    patch_custom,
 )
 from tests.support.waiting import wait_for
 
@@ -56,7 +61,7 @@ def test_one_broken_server_does_not_block_the_others(kube_cluster, operator, nam
     for server in ("a", "c"):
         mark_available(api, namespace, server)
     for server in ("a", "c"):
-        env = wait_for(lambda: condition_is(api, namespace, "FliptEnvironment", f"env-{server}", "Ready", "True"),
+        env = wait_for(lambda server=server: condition_is(api, namespace, "FliptEnvironment", f"env-{server}", "Ready", "True"),
                        message=f"env-{server} Ready")
         assert env["status"]["server"] == server
     assert condition(get_custom(api, namespace, "FliptEnvironment", "env-b"), "Stalled")["reason"] == "ApplyFailed"

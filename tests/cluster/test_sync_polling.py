@@ -19,7 +19,6 @@ from flipt_operator.clients.kube import Kube
 from flipt_operator.handlers.context import Context, operator_defaults
 from flipt_operator.handlers.storage import read_namespace_reports, sidecar_status_url
 from flipt_operator.models.sync import SidecarStatus, StorageSyncState
-
 from tests.support.silent_peers import silent_listener
 
 TIMEOUT = 1.0

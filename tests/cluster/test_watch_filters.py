@@ -16,7 +16,6 @@ import pytest
 from kubernetes import client
 
 from flipt_operator.clients.kube import Kube
-
 from tests.support.deployments import read_deployment
 from tests.support.kube_objects import create_custom, put_secret
 from tests.support.operator_fixtures import metric_value, start_operator

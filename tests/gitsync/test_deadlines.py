@@ -100,7 +100,7 @@ def test_dripping_storages_do_not_starve_a_healthy_one(
         while time.monotonic() < end:
             new = healthy.commit({"x.yaml": f"{time.monotonic()}\n"})
             started = time.monotonic()
-            wait_for(lambda: sidecar.storage("healthy")["revision"] == new, timeout=5, message="healthy publishes")
+            wait_for(lambda new=new: sidecar.storage("healthy")["revision"] == new, timeout=5, message="healthy publishes")
             assert time.monotonic() - started < 3
             assert sidecar.get("/healthz")[0] == 200  # the slow loops are not stuck: their cycles end
             for s in sidecar.status()["storages"]:

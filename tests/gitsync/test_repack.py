@@ -62,7 +62,7 @@ async def test_many_fetches_keep_the_pack_count_bounded_and_every_ref_complete(
     assert most <= 4 + 2  # the threshold, the consolidated pack and one fetched since
     assert len(packs(path)) <= 4 + 2  # after 16 fetches, each of which added a pack
     assert_clean_repository(path)
-    for ref, sha in all_refs(path).items():
+    for sha in all_refs(path).values():
         git("cat-file", "-e", sha, cwd=path)
         git("rev-list", "--objects", sha, cwd=path)  # fails if any object under it is missing
     assert f"refs/flipt-sync/kept/{dropped}" in all_refs(path)

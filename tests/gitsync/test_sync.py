@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from flipt_operator.clients import git_refs
-from tests.gitsync.conftest import SyncFactory
 from flipt_operator.gitsync.loop import StorageSync
+from tests.gitsync.conftest import SyncFactory
 from tests.support.git_servers import GitDaemon, RemoteRepo, flipt_commit, git, read_committed
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,6 @@ import pytest
 
 from flipt_operator.clients.kube import ApiTimeout, Kube, is_transient
 from flipt_operator.models.kinds import ENVIRONMENT
-
 from tests.support.silent_peers import full_backlog_listener, silent_listener
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,6 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
 from flipt_operator.devcluster.cluster import free_port  # noqa: F401 - re-exported for tests
-
 from tests.support.waiting import wait_for
 
 GIT_ENV = {

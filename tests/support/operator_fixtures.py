@@ -13,10 +13,7 @@ from pathlib import Path
 import pytest
 
 from flipt_operator.devcluster.cluster import free_port  # noqa: F401 - re-exported for tests
-
 from tests.support.waiting import wait_for
-
-
 
 
 def metric_value(exposition: str, name: str, label_filter: str = "") -> float:

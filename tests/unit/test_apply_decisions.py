@@ -7,7 +7,12 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from flipt_operator.clients.kube import (
-    APPLIED_HASH_ANNOTATION, already_applied, api_error_text, is_subset, is_transient, same_object,
+    APPLIED_HASH_ANNOTATION,
+    already_applied,
+    api_error_text,
+    is_subset,
+    is_transient,
+    same_object,
     with_applied_hash,
 )
 from flipt_operator.handlers.servers import ServerFailure

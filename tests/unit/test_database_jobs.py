@@ -212,7 +212,9 @@ def test_sqlite_backup_script_runs_in_posix_sh(tmp_path: Path) -> None:
     plan = _migration(db, "sqlite", sqlite_path="/var/opt/flipt/flipt.db")
     command = _pod(plan.manifest)["initContainers"][0]["command"]
     src, dst = tmp_path / "flipt.db", tmp_path / "backups" / "job.db"
-    run = lambda: subprocess.run([*command[:-2], str(src), str(dst)], capture_output=True, text=True, check=True)
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command[:-2], str(src), str(dst)], capture_output=True, text=True, check=True)
+
     assert "nothing to back up" in run().stdout and not dst.exists()
     with sqlite3.connect(src) as conn:
         conn.execute("CREATE TABLE t (x)")

@@ -20,3 +20,17 @@ def test_ci_runs_the_readme_test_command():
     test_command = next(c for c in commands if "test" in c)
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command.strip() in ci
+
+
+def test_ruff_is_clean():
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_mypy_is_clean():
+    """Strict on models, rules and builders; checked on the rest (configuration in pyproject.toml)."""
+    mypy = Path(sys.executable).with_name("mypy")
+    result = subprocess.run([str(mypy), "--no-incremental", "--cache-dir", "/dev/null"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -1,12 +1,12 @@
 """FliptStorage status from sidecar reports: per replica when they disagree, fetch policy."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flipt_operator.builders.status_decisions import storage_status
 from flipt_operator.models.storage import FliptStorageSpec
 from flipt_operator.models.sync import ConflictInfo, StorageSyncState
 
-T = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 A, B = "a" * 40, "b" * 40
 
 

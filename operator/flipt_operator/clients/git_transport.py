@@ -341,7 +341,7 @@ def _track_tcp(client: TCPGitClient, tracker: ConnectionTracker) -> None:
         tracker.track_socket(sock)
         return result
 
-    client._connect = tracked_connect  # type: ignore[method-assign]
+    client._connect = tracked_connect
 
 
 class _TrackedSSHVendor(SubprocessSSHVendor):

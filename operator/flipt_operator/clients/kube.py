@@ -4,6 +4,7 @@ handlers in its thread pool); every call here is one API request (`secret_keys`:
 from __future__ import annotations
 
 import base64
+import builtins
 import copy
 import hashlib
 import json
@@ -11,8 +12,8 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import kubernetes
 import urllib3
@@ -52,9 +53,10 @@ class BoundedApiClient(kubernetes.client.ApiClient):
         super().__init__(configuration)
         self.timeout = timeout
 
-    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        bound = _request_timeout if _request_timeout is not None else (self.timeout.connect, self.timeout.read)
-        return super().call_api(*args, _request_timeout=bound, **kwargs)
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = (self.timeout.connect, self.timeout.read)
+        return super().call_api(*args, **kwargs)
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -123,23 +125,24 @@ class Kube:
 
     def get(self, kind: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def list(self, kind: KindInfo, namespace: str) -> list[dict[str, Any]]:
-        result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
+    def list(self, kind: KindInfo, namespace: str) -> builtins.list[dict[str, Any]]:
+        result = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural))
         return list(result.get("items", []))
 
     def patch_status(self, kind: KindInfo, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object_status(
+        return cast(dict[str, Any], self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, kind.plural, name, {"status": patch}
-        )
+        ))
 
     def peering_status(self, name: str, namespace: str | None) -> dict[str, Any] | None:
         """The status of kopf's peering object (cluster-wide when `namespace` is None)."""
+        obj: Any
         try:
             if namespace is None:
                 obj = self.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
@@ -164,7 +167,7 @@ class Kube:
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         return data, secret["metadata"]["resourceVersion"]
 
-    def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, tuple[list[str], str]]:
+    def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, tuple[builtins.list[str], str]]:
         """Secret name -> (key names, resourceVersion) for those of `names` that exist. Each is
         read by name (not a LIST of every Secret of the namespace); values are not kept."""
         def keys(name: str) -> tuple[list[str], str] | None:
@@ -178,7 +181,7 @@ class Kube:
 
         wanted = sorted(set(names))
         # Side by side: a namespace with 200 credentials would otherwise wait for 200 round trips.
-        return {name: found for name, found in zip(wanted, self._readers.map(keys, wanted)) if found is not None}
+        return {name: found for name, found in zip(wanted, self._readers.map(keys, wanted), strict=True) if found is not None}
 
     # -- children: server-side apply, and no request at all when nothing would change -------
 
@@ -265,11 +268,11 @@ class Kube:
                 return False
             raise
 
-    def list_children(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_children(self, kind: str, namespace: str, label_selector: str) -> builtins.list[dict[str, Any]]:
         api, noun = self._api_for(kind)
         return self._raw(getattr(api, f"list_namespaced_{noun}"), namespace, label_selector=label_selector)["items"]
 
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[dict[str, Any]]:
         return self._raw(self.core.list_namespaced_pod, namespace, label_selector=label_selector)["items"]
 
     def post_event(self, involved: dict[str, Any], *, warning: bool, reason: str, message: str) -> str:
@@ -308,7 +311,7 @@ class Kube:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +348,7 @@ def is_subset(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
         return (
             isinstance(actual, list)
             and len(desired) == len(actual)
-            and all(is_subset(d, a) for d, a in zip(desired, actual))
+            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
         )
     if quantity and isinstance(desired, (str, int)) and isinstance(actual, (str, int)) and desired != actual:
         try:

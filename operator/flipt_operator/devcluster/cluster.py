@@ -507,7 +507,7 @@ def apply_crds(directory: Path | str, api_client=None, kubeconfig: Path | str | 
                 current = _read_crd(api, name)
                 doc = dict(doc, metadata=dict(doc["metadata"], resourceVersion=current["metadata"]["resourceVersion"]))
                 try:
-                    api.replace_custom_resource_definition(name=name, body=doc)
+                    api.replace_custom_resource_definition(name=name, body=doc)  # type: ignore[arg-type]  # dicts work
                 except ApiException as exc2:
                     raise ClusterError(f"{path.name}: replacing CRD {name} failed: {exc2.status} {exc2.body}") from exc2
             names.append(name)

@@ -88,7 +88,8 @@ def run_cycle(repo: LocalRepository, storage: GitSyncStorage, tracker: Connectio
         report.error = _with_damage(repo, exc, describe_error(exc, secrets))
         report.result = "push_error" if isinstance(exc, PushRejectedError) else "error"
         if tracker.aborted:
-            report.error = f"{tracker.reason} ({report.error})" if tracker.reason not in report.error else report.error
+            reason = tracker.reason or "aborted"
+            report.error = f"{reason} ({report.error})" if reason not in (report.error or "") else report.error
             report.result = "timeout"
     finally:
         if access is not None:

@@ -137,7 +137,8 @@ async def sync_once(config: GitSyncConfig) -> int:
     stop = _stop_event()
     tasks = [asyncio.create_task(s.step(), name=f"sync-once-{s.storage.name}") for s in syncs]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([asyncio.gather(*tasks, return_exceptions=True), stopper], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([asyncio.gather(*tasks, return_exceptions=True), stopper],  # type: ignore[type-var]
+                       return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     await _stop_storages(tasks, syncs)
     if stop.is_set():

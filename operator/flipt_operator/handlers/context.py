@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..clients.kube import Kube, api_error_text
@@ -74,7 +74,7 @@ class Peering:
         except Exception as exc:  # noqa: BLE001 - unknown: act, as kopf would keep running too
             log.debug("peering status unreadable: %s", api_error_text(exc))
             return False
-        return yields_to_a_peer(status, self.identity, self.priority, datetime.now(timezone.utc))
+        return yields_to_a_peer(status, self.identity, self.priority, datetime.now(UTC))
 
 
 class Fingerprints:
@@ -93,7 +93,7 @@ class Fingerprints:
             with self._guard:
                 self._seen.pop(key, None)
             return True
-        fingerprint = (meta.get("generation"), meta.get("deletionTimestamp"), repr(meta.get("labels")),
+        fingerprint: tuple[Any, ...] = (meta.get("generation"), meta.get("deletionTimestamp"), repr(meta.get("labels")),
                        repr(meta.get("annotations")))
         if body.get("kind") in ("Deployment", "Job"):
             fingerprint += (repr(body.get("status")),)  # their controllers report through status

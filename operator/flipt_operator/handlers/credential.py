@@ -14,9 +14,9 @@ from ..clients.kube import Kube
 from ..models.credential import FliptCredential
 from ..models.kinds import CREDENTIAL
 from ..rules.credentials import check_credential
+from .context import Context
 from .metrics import RECONCILE_SECONDS, RECONCILES
 from .reporting import object_lock, write_status
-from .context import Context
 from .servers import request
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,14 @@ def reconcile_credential(kube: Kube, namespace: str, name: str) -> bool:
         )
 
 
-@kopf.index(GROUP, VERSION, CREDENTIAL.plural)
+@kopf.index(GROUP, VERSION, CREDENTIAL.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def credentials_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     """(namespace, Secret name) -> the credentials that read it."""
     secret = (spec.get("secretRef") or {}).get("name")
     return {(namespace, secret): name} if secret else {}
 
 
-@kopf.on.event(GROUP, VERSION, CREDENTIAL.plural)
+@kopf.on.event(GROUP, VERSION, CREDENTIAL.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def credential_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     if memo.servers.changed(event):
         recheck(memo.servers, namespace, name)

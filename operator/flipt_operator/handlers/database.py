@@ -449,7 +449,7 @@ def _imports_after(ctx, namespace, storage_obj, plan, parsed, cache, out, status
 # -- triggers --------------------------------------------------------------------------------
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY_LABELS)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY_LABELS)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The Job controller reported progress on a migration or import Job."""
     from .servers import request  # servers -> database: import late
@@ -458,7 +458,7 @@ def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **
         request(memo.servers, namespace)
 
 
-@kopf.index(GROUP, VERSION, STORAGE.plural)
+@kopf.index(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def storages_by_import_config_map(namespace: str, name: str, spec: kopf.Spec,
                                   **_: Any) -> dict[tuple[str, str], str]:
     """(namespace, ConfigMap name) -> the storages importing from it (spec.database.import)."""
@@ -466,7 +466,7 @@ def storages_by_import_config_map(namespace: str, name: str, spec: kopf.Spec,
     return {(namespace, ref): name} if ref else {}
 
 
-@kopf.on.event("", "v1", "configmaps")
+@kopf.on.event("", "v1", "configmaps")  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo,
                             storages_by_import_config_map: kopf.Index, **_: Any) -> None:
     """An import document changed (or appeared, or went): a pass validates it and starts its Job

@@ -16,13 +16,13 @@ from ..models.kinds import ENVIRONMENT
 from .servers import request
 
 
-@kopf.on.event(GROUP, VERSION, ENVIRONMENT.plural)
+@kopf.on.event(GROUP, VERSION, ENVIRONMENT.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def environment_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     if memo.servers.changed(event):
         request(memo.servers, namespace)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "flipt-operator"})
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "flipt-operator"})  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def server_deployment_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The Deployment controller reported progress, or someone edited or deleted our Deployment."""
     if event.get("type") is not None and memo.servers.changed(event):

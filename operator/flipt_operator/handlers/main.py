@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
     if args.peering:
         _PEERING = (identity, args.priority, not namespaces)
     kopf.run(
-        identity=identity,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         standalone=not args.peering,
         priority=args.priority,  # argparse applied priority() to the default too
         namespaces=namespaces,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from ..builders.status import ConditionSpec, Summary, merge_conditions, merge_patch, now_utc, transitions
 from ..clients.kube import Kube

@@ -19,13 +19,13 @@ from .metrics import WATCH_EVENTS
 from .servers import request
 
 
-@kopf.index(GROUP, VERSION, STORAGE.plural)
+@kopf.index(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def storages_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     """(namespace, Secret name) -> the storages that name it (database URL, CA bundle, Redis password)."""
     return {(namespace, secret): name for secret in storage_secret_names(spec)}
 
 
-@kopf.on.event("", "v1", "secrets")
+@kopf.on.event("", "v1", "secrets")  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def secret_event(
     event: kopf.RawEvent,
     namespace: str,

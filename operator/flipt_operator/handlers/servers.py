@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..builders.server_manifests import MANAGED_BY as MANAGED_BY_VALUE
 from ..builders.server_manifests import build_server_manifests
@@ -42,7 +42,7 @@ MANAGED_BY = f"app.kubernetes.io/managed-by={MANAGED_BY_VALUE}"
 CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount")
 
 
-def _parse(objects: list[dict], model: type) -> tuple[dict[str, Any], dict[str, str]]:
+def _parse(objects: list[dict], model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, str]]:
     specs, invalid = {}, {}
     for obj in objects:
         name = obj["metadata"]["name"]
@@ -201,6 +201,7 @@ def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
             (r.server for r in plannable),
             ctx.pool.map(lambda r: _apply_server(ctx, namespace, snap, r, env_by_name, storage_by_name,
                                                  cred_objects), plannable),
+            strict=True,
         ))
         retry = [f"server {server}" for server, outcome in outcomes.items()
                  if outcome.failure is not None and outcome.failure.transient]

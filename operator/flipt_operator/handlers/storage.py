@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from .. import GROUP, VERSION
 from ..builders.server_manifests import SIDECAR_NAME
+from ..clients.kube import api_error_text
 from ..models.kinds import STORAGE
 from ..models.sync import SidecarStatus, StorageSyncState
-from ..clients.kube import api_error_text
 from .context import Context
 from .servers import MANAGED_BY, request
 
@@ -28,7 +28,7 @@ POLL_TIMEOUT_SECONDS = float(os.environ.get("FLIPT_OPERATOR_SYNC_POLL_TIMEOUT_SE
 POLL_CONCURRENCY = int(os.environ.get("FLIPT_OPERATOR_SYNC_POLL_CONCURRENCY", "32"))
 
 
-@kopf.on.event(GROUP, VERSION, STORAGE.plural)
+@kopf.on.event(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def storage_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     spec = (event.get("object") or {}).get("spec") or {}
     if spec.get("git"):
@@ -60,7 +60,7 @@ async def _read_sidecar(session: aiohttp.ClientSession, limit: asyncio.Semaphore
         try:
             async with session.get(url) as response:
                 return SidecarStatus.model_validate(await response.json())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, ValidationError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError, ValidationError) as exc:
             log.info("no sync report from pod %s/%s: %s", namespace, name, type(exc).__name__)
             return None
 
@@ -80,7 +80,7 @@ async def read_namespace_reports(
         targets.append((pod["metadata"]["name"], sidecar_status_url(ip, port)))
     documents = await asyncio.gather(*(_read_sidecar(session, limit, namespace, name, url) for name, url in targets))
     reports: dict[str, list[tuple[str, StorageSyncState]]] = {}
-    for (name, _), document in zip(targets, documents):
+    for (name, _), document in zip(targets, documents, strict=True):
         for state in document.storages if document is not None else ():
             reports.setdefault(state.storage, []).append((name, state))
     for items in reports.values():

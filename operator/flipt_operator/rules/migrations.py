@@ -14,7 +14,6 @@ row needs a person (see `dirty_repair`).
 from __future__ import annotations
 
 import functools
-
 import re
 from dataclasses import dataclass
 from enum import Enum

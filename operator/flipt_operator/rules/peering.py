@@ -7,7 +7,7 @@ asks this instead, so a standby replica stays quiet.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -16,7 +16,7 @@ def _parse(stamp: str) -> datetime | None:
         moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except (TypeError, ValueError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def yields_to_a_peer(status: dict[str, Any] | None, own_id: str, own_priority: int, now: datetime) -> bool:
