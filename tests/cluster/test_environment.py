@@ -3,7 +3,6 @@ enforced, references healed, pods rolled on changes, nothing written when nothin
 
 import json
 import re
-import time
 
 import pytest
 import yaml
@@ -18,6 +17,7 @@ from tests.support.kube_objects import (
     patch_custom,
     put_secret,
 )
+from tests.support.operator_fixtures import metric_value
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -153,10 +153,14 @@ def test_unchanged_pass_writes_nothing_and_last_environment_removes_the_server(k
                 core.read_namespaced_service_account("flipt", namespace).metadata.resource_version)
 
     versions_before = core_versions()
-    time.sleep(2)  # let the passes that marking the Deployment available caused finish
+    # The label change triggers a pass (its own, or one more after a pass under way): wait until
+    # a pass over the namespace has finished after it, rather than sleeping and hoping.
     log_mark = len(operator.logs())
     labelled = patch_custom(api, namespace, "FliptEnvironment", "solo", {"metadata": {"labels": {"team": "a"}}})
-    time.sleep(3)
+    wait_for(lambda: f"pass over {namespace} done" in operator.logs()[log_mark:], timeout=20,
+             message="a pass after the label change")
+    wait_for(lambda: metric_value(operator.metrics(), "flipt_operator_passes_in_progress") == 0, timeout=20,
+             message="no pass under way")
     assert deployment(api, namespace, "flipt").metadata.resource_version == dep_version
     env = get_custom(api, namespace, "FliptEnvironment", "solo")
     # The pass that the label change triggered wrote nothing: not the status, not the label's
