@@ -20,8 +20,8 @@ def secret_event(
     namespaces_with_environments: kopf.Index,
     **_: Any,
 ) -> None:
-    if event.get("type") is None:
-        return  # the initial listing: resume handlers already cover existing objects
+    if not memo.servers.listed.changed(event):
+        return  # the listing at start (resumed objects cover it), or unchanged in a re-listing
     credential.on_secret_event(memo.servers, namespace, name, credentials_by_secret)
     if namespace in namespaces_with_environments:
         # Servers mount Secrets or take env from them: a change rolls the pods (config hash).
