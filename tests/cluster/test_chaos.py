@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
 import time
 import urllib.request
@@ -340,3 +341,35 @@ def test_api_server_restarts_and_an_unpatchable_server_leave_everything_else_con
             c.close()
     assert op.process.returncode in (0, -15), op.logs()[-3000:]
 
+
+
+def test_a_secret_fixed_while_the_operator_could_not_watch_is_seen_in_the_relisting(own_cluster, tmp_path):
+    """Deterministic form of one gap the chaos above may hit: the operator is frozen (SIGSTOP)
+    while the API server restarts and a Secret is fixed, so its watch can only resume by a
+    re-listing (410 Gone: the new server's watch cache starts after the old resourceVersion)."""
+    local = own_cluster
+    api = local.api_client()
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    put_secret(api, NAMESPACE, "basic", {"username": PASSWORD})  # the password under a wrong key
+    create_custom(api, NAMESPACE, "FliptCredential", "cred", {"type": "basic", "secretRef": {"name": "basic"}})
+    op = start_operator(local.kubeconfig, tmp_path / "operator.log")
+    try:
+        wait_for(lambda: (c := condition(get_custom(api, NAMESPACE, "FliptCredential", "cred"), "Ready"))
+                 and c["reason"] == "MissingKey", timeout=60, message="cred MissingKey")
+        op.process.send_signal(signal.SIGSTOP)
+        try:
+            local.restart_apiserver()
+            put_secret(api, NAMESPACE, "basic", {"username": "flipt", "password": PASSWORD})
+        finally:
+            op.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: _ready_and_current(get_custom(api, NAMESPACE, "FliptCredential", "cred")), timeout=90,
+                 message="cred Ready after the re-listing")
+        assert "Secret chaos/basic changed while its watch was down" in op.logs()
+        assert _healthy(op)
+        for text in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode()):
+            assert text not in op.logs()
+    finally:
+        op.stop()
+        api.close()
+    assert op.process.returncode in (0, -15), op.logs()[-3000:]
