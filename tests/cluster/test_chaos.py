@@ -33,7 +33,7 @@ from tests.support.kube_objects import GROUP, VERSION, condition, create_custom,
 from tests.support.operator_fixtures import start_operator
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]  # every wait inside is bounded, and shorter
 
 NAMESPACE = "chaos"
 TOKEN_1 = "chaos-tok1-5b0e-never-print-me"
