@@ -151,3 +151,24 @@ def test_cli_start_reuse_status_stop(tmp_path, capsys):
         assert cli(["dev-cluster", "stop", "--state-dir", str(state_dir)]) == 0
     assert not _alive(state.apiserver_pid) and not _alive(state.etcd_pid)
     assert cli(["dev-cluster", "status", "--state-dir", str(state_dir)]) == 3
+
+
+def test_apiserver_restart_in_place_keeps_clients_and_data(kube_cluster):
+    with LocalCluster() as local:
+        core = client.CoreV1Api(local.api_client())
+        core.create_namespace({"metadata": {"name": "kept"}})
+        old_pid, server, kubeconfig = local.pids["kube-apiserver"], local.server, local.kubeconfig.read_text()
+
+        new_pid = local.restart_apiserver(down_seconds=1)
+
+        assert new_pid != old_pid and not _alive(old_pid) and _alive(new_pid)
+        assert local.pids["kube-apiserver"] == new_pid
+        assert local.server == server and local.kubeconfig.read_text() == kubeconfig
+        # The client made before the restart works after it (same port, certificate and token),
+        # and what was stored before is still there (same etcd).
+        assert core.read_namespace("kept").metadata.name == "kept"
+        core.create_namespace({"metadata": {"name": "after"}})
+        from flipt_operator.devcluster.cluster import ClusterState
+
+        assert ClusterState.load(local.workdir).apiserver_pid == new_pid
+    assert not _alive(new_pid)

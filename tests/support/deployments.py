@@ -47,14 +47,18 @@ class StandInDeploymentController(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            for deployment in self.apps.list_namespaced_deployment(self.namespace).items:
+            try:
+                deployments = self.apps.list_namespaced_deployment(self.namespace).items
+            except Exception:  # noqa: BLE001 - the API server may be restarting: try again next round
+                deployments = []
+            for deployment in deployments:
                 if (deployment.status.observed_generation or 0) < deployment.metadata.generation:
                     try:
                         _report_available(self.apps, deployment)
                         self.writes += 1
-                    except client.ApiException:
-                        pass  # changed meanwhile: the next round sees the new generation
-            time.sleep(self.interval)
+                    except Exception:  # noqa: BLE001 - changed meanwhile or API down: the next round sees it
+                        pass
+            self.stopped.wait(self.interval)
 
     def __enter__(self) -> "StandInDeploymentController":
         self.start()

@@ -88,7 +88,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Build kube-apiserver (first time only, 3-5 min) before any test runs, outside per-test timeouts."""
     if os.environ.get(USE_EXISTING_ENV) == "1" or session.config.option.collectonly:
         return
-    if any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+    # Tests that start a LocalCluster of their own are marked `cluster` without using kube_cluster.
+    if any("kube_cluster" in getattr(item, "fixturenames", ()) or item.get_closest_marker("cluster")
+           for item in session.items):
         try:
             build_apiserver()  # a no-op when cached
         except BuildError as exc:
@@ -138,6 +140,21 @@ def current_kube_cluster() -> Iterator[KubeCluster]:
                               local=local, crds=crds)
         finally:
             api.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalCluster]:
+    """A LocalCluster of this test alone, with the project's CRDs: for tests that disturb the API
+    server itself (restarts), which the session's shared cluster must not see."""
+    if _build_error:
+        pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
+    with LocalCluster() as local:
+        api = local.api_client()
+        try:
+            apply_crds(CRDS_DIR, api_client=api)
+        finally:
+            api.close()
+        yield local
 
 
 @pytest.fixture

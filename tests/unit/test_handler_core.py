@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from flipt_operator.handlers.context import Backoff, Fingerprints, SyncReports
+from datetime import datetime, timezone
+
+from flipt_operator.handlers.context import Backoff, Fingerprints, ListedVersions, SyncReports
 from flipt_operator.handlers.servers import Coalescer
 from flipt_operator.models.sync import StorageSyncState
 
@@ -182,3 +184,36 @@ def test_a_replica_on_standby_skips_its_retries():
     retries.schedule("ns/cred", 0.01, calls.append, "x")
     assert done.wait(5)
     assert asked == ["ns/cred"] and calls == []
+
+
+# -- ListedVersions --------------------------------------------------------------------------------
+
+STARTED = datetime(2026, 1, 1, 12, 0, 0, 500_000, tzinfo=timezone.utc)
+
+
+def _secret(event_type, name, version, created="2026-01-01T11:00:00Z"):
+    return {"type": event_type, "object": {"kind": "Secret", "metadata": {
+        "namespace": "ns", "name": name, "resourceVersion": version, "creationTimestamp": created}}}
+
+
+def test_the_listing_at_start_is_not_a_change_but_every_watch_event_is():
+    listed = ListedVersions(STARTED)
+    assert not listed.changed(_secret(None, "old", "1"))
+    assert listed.changed(_secret("MODIFIED", "old", "2"))
+    assert listed.changed(_secret("ADDED", "new", "3", created="2026-01-01T12:00:01Z"))
+    assert listed.changed(_secret("DELETED", "new", "3"))
+
+
+def test_a_relisting_reports_what_changed_or_appeared_while_the_watch_was_down():
+    listed = ListedVersions(STARTED)
+    assert not listed.changed(_secret(None, "same", "1"))
+    assert not listed.changed(_secret(None, "rotated", "2"))
+    # The API server restarted; the watch could not resume (410) and kopf listed again.
+    assert not listed.changed(_secret(None, "same", "1"))
+    assert listed.changed(_secret(None, "rotated", "9"))
+    # Created after the start (the same second counts: timestamps have whole seconds).
+    assert listed.changed(_secret(None, "appeared", "10", created="2026-01-01T12:00:00Z"))
+    assert not listed.changed(_secret(None, "appeared", "10"))  # and only once
+    # Deleted and created again while the watch was down: a new version.
+    assert listed.changed(_secret("DELETED", "same", "1"))
+    assert listed.changed(_secret(None, "same", "12", created="2026-01-01T12:05:00Z"))

@@ -3,7 +3,8 @@
 `LocalCluster` is a context manager: free ports, a temp dir (etcd data on /dev/shm when it
 exists), a generated service-account key, a tokens.csv with an admin token (group
 system:masters) plus any extra token users, readiness on /readyz, a kubeconfig, and a stop
-by process id (SIGTERM, then SIGKILL) that removes the temp dirs.
+by process id (SIGTERM, then SIGKILL) that removes the temp dirs. `restart_apiserver` takes the
+API server down and up again in place, for tests of clients under an outage.
 """
 
 from __future__ import annotations
@@ -288,6 +289,8 @@ class LocalCluster:
         self.ca_file: Path | None = None
         self._etcd: subprocess.Popen | None = None
         self._apiserver: subprocess.Popen | None = None
+        self._apiserver_cmd: list[str] = []
+        self._apiserver_log: Path | None = None
         self._owns_workdir = False
 
     # -- context manager -------------------------------------------------------------
@@ -391,25 +394,24 @@ class LocalCluster:
 
         self.server = f"https://127.0.0.1:{api_port}"
         api_log = wd / "kube-apiserver.log"
-        self._apiserver = self._spawn(
-            [
-                str(self.apiserver_bin),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={api_port}",
-                f"--cert-dir={cert_dir}",
-                f"--service-account-issuer={SA_ISSUER}",
-                f"--service-account-key-file={sa_pub}",
-                f"--service-account-signing-key-file={sa_key}",
-                f"--token-auth-file={tokens}",
-                "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-                *self.extra_apiserver_args,
-            ],
-            api_log,
-        )
+        self._apiserver_log = api_log
+        self._apiserver_cmd = [
+            str(self.apiserver_bin),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={cert_dir}",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={sa_pub}",
+            f"--service-account-signing-key-file={sa_key}",
+            f"--token-auth-file={tokens}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            *self.extra_apiserver_args,
+        ]
+        self._apiserver = self._spawn(self._apiserver_cmd, api_log)
         self._wait(lambda: serving(self.server, self.admin_token), self._apiserver, "kube-apiserver", api_log,
                    timeout=self.start_timeout)
 
@@ -417,16 +419,38 @@ class LocalCluster:
         self.kubeconfig = wd / "kubeconfig"
         self.kubeconfig.write_text(render_kubeconfig(self.server, self.admin_token, self.ca_file))
         self.kubeconfig.chmod(0o600)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        assert self.workdir is not None and self.etcd_data_dir is not None
+        assert self._etcd is not None and self._apiserver is not None and self.kubeconfig is not None
         ClusterState(
             server=self.server,
             kubeconfig=str(self.kubeconfig),
-            workdir=str(wd),
+            workdir=str(self.workdir),
             etcd_data_dir=str(self.etcd_data_dir),
             etcd_pid=self._etcd.pid,
             apiserver_pid=self._apiserver.pid,
             admin_token=self.admin_token,
             owns_workdir=self._owns_workdir,
-        ).save(wd)
+        ).save(self.workdir)
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float | None = None) -> int:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL), stay down `down_seconds`, start it again
+        with the same arguments (same port, etcd, certificates and tokens, so every kubeconfig
+        keeps working) and wait until it serves. Returns the new pid.
+
+        Attached clusters: call it from the thread that started the cluster, like `start`: the
+        new process is stopped when the thread that spawned it ends (see `_die_with_parent`)."""
+        assert self._apiserver is not None and self._apiserver_log is not None, "cluster not started"
+        stop_pid(self._apiserver.pid, "kube-apiserver", proc=self._apiserver)
+        if down_seconds > 0:
+            time.sleep(down_seconds)
+        self._apiserver = self._spawn(self._apiserver_cmd, self._apiserver_log)
+        self._wait(lambda: serving(self.server, self.admin_token), self._apiserver, "kube-apiserver",
+                   self._apiserver_log, timeout=timeout or self.start_timeout)
+        self._save_state()
+        return self._apiserver.pid
 
     @staticmethod
     def _etcd_healthy(url: str) -> bool:

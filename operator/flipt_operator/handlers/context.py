@@ -104,6 +104,49 @@ class Fingerprints:
             return True
 
 
+class ListedVersions:
+    """kopf delivers a resource's listing as events of type None: at start, and again whenever a
+    watch cannot resume (410 Gone, as after every API server restart, whose watch cache starts
+    afresh). Handlers that skip the listing at start (the resumed objects cover it) must not
+    skip what changed while the watch was down: that arrives only in a re-listing.
+
+    `changed` is True for every watch event, and for a listed object whose resourceVersion
+    differs from the last one seen, or that was never seen and was created after this process
+    started (so it appeared during a gap; the listing at start only holds older objects)."""
+
+    def __init__(self, started: datetime | None = None) -> None:
+        # creationTimestamp has whole seconds: compare with the start's second, not after it.
+        self.started = (started or datetime.now(timezone.utc)).replace(microsecond=0)
+        self._versions: dict[tuple[str, str, str], str | None] = {}
+        self._guard = threading.Lock()
+
+    def changed(self, event: Any) -> bool:
+        body = event.get("object") or {}
+        meta = body.get("metadata") or {}
+        key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        version = meta.get("resourceVersion")
+        with self._guard:
+            if event.get("type") == "DELETED":
+                self._versions.pop(key, None)
+                return True
+            seen = key in self._versions
+            previous = self._versions.get(key)
+            self._versions[key] = version
+        if event.get("type") is not None:
+            return True
+        if seen:
+            missed = previous != version
+        else:
+            try:
+                created = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
+            except ValueError:
+                return False
+            missed = created >= self.started
+        if missed:
+            log.info("%s %s/%s changed while its watch was down: acting on the re-listing", *key)
+        return missed
+
+
 class Backoff:
     """Per-key exponential backoff: 1 s, 2 s, 4 s ... capped at 60 s; reset by a success."""
 
@@ -172,6 +215,7 @@ class Context:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
     retry: Backoff = field(default_factory=lambda: Backoff())
     seen: Fingerprints = field(default_factory=lambda: Fingerprints())
+    listed: ListedVersions = field(default_factory=lambda: ListedVersions())
     peering: Peering | None = None  # set when several replicas take turns
     # keys are "<namespace>" or "<namespace>/<name>": the namespace decides the standby check
     retries: Retries = field(init=False)

@@ -454,7 +454,7 @@ def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **
     """The Job controller reported progress on a migration or import Job."""
     from .servers import request  # servers -> database: import late
 
-    if event.get("type") is not None and memo.servers.changed(event):
+    if memo.servers.listed.changed(event) and memo.servers.changed(event):
         request(memo.servers, namespace)
 
 
@@ -471,11 +471,12 @@ def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, mem
                             storages_by_import_config_map: kopf.Index, **_: Any) -> None:
     """An import document changed (or appeared, or went): a pass validates it and starts its Job
     at once, rather than at the next re-check. Other ConfigMaps (ours included) are ignored."""
-    if event.get("type") is None:
-        return  # the initial listing: the startup passes read every import already
     if (namespace, name) not in storages_by_import_config_map:
-        WATCH_EVENTS.labels("ConfigMap", "ignored").inc()
+        if event.get("type") is not None:  # a (re-)listing is not a decision worth counting
+            WATCH_EVENTS.labels("ConfigMap", "ignored").inc()
         return
+    if not memo.servers.listed.changed(event):
+        return  # the listing at start (the startup passes read every import) or unchanged
     from .servers import request
 
     request(memo.servers, namespace)

@@ -25,5 +25,5 @@ def environment_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "flipt-operator"})  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def server_deployment_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The Deployment controller reported progress, or someone edited or deleted our Deployment."""
-    if event.get("type") is not None and memo.servers.changed(event):
+    if memo.servers.listed.changed(event) and memo.servers.changed(event):
         request(memo.servers, namespace)

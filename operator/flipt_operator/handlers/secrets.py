@@ -35,12 +35,13 @@ def secret_event(
     storages_by_secret: kopf.Index,
     **_: Any,
 ) -> None:
-    if event.get("type") is None:
-        return  # the initial listing: resume handlers already cover existing objects
     key = (namespace, name)
     if key not in credentials_by_secret and key not in storages_by_secret:
-        WATCH_EVENTS.labels("Secret", "ignored").inc()
+        if event.get("type") is not None:  # a (re-)listing is not a decision worth counting
+            WATCH_EVENTS.labels("Secret", "ignored").inc()
         return
+    if not memo.servers.listed.changed(event):
+        return  # the listing at start (resumed objects cover it), or unchanged in a re-listing
     credential.on_secret_event(memo.servers, namespace, name, credentials_by_secret)
     # Servers mount Secrets or take env from them: a change rolls the pods (config hash), and
     # the rules check the keys a storage or credential names.
