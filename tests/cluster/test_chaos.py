@@ -210,7 +210,7 @@ def _first_difference(desired: Any, live: Any, path: str = "") -> str | None:
     if isinstance(desired, dict) and isinstance(live, dict):
         return next((d for k, v in desired.items() if (d := _first_difference(v, live.get(k), f"{path}.{k}"))), None)
     if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
-        return next((d for i, (x, y) in enumerate(zip(desired, live))
+        return next((d for i, (x, y) in enumerate(zip(desired, live, strict=True))
                      if (d := _first_difference(x, y, f"{path}[{i}]"))), None)
     return None if is_subset(desired, live) else f"{path}: {json.dumps(desired)[:200]} != {json.dumps(live)[:200]}"
 

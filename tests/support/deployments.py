@@ -1,7 +1,6 @@
 """Nothing runs Deployments here: tests report progress the way the Deployment controller would."""
 
 import threading
-import time
 
 from kubernetes import client
 

@@ -4,10 +4,9 @@ retry backoff and the store of sidecar reports. Pure Python, so they are tested 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
-
-from datetime import datetime, timezone
 
 from flipt_operator.handlers.context import Backoff, Fingerprints, ListedVersions, SyncReports
 from flipt_operator.handlers.servers import Coalescer
@@ -188,7 +187,7 @@ def test_a_replica_on_standby_skips_its_retries():
 
 # -- ListedVersions --------------------------------------------------------------------------------
 
-STARTED = datetime(2026, 1, 1, 12, 0, 0, 500_000, tzinfo=timezone.utc)
+STARTED = datetime(2026, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 
 
 def _secret(event_type, name, version, created="2026-01-01T11:00:00Z"):

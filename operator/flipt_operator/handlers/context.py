@@ -116,7 +116,7 @@ class ListedVersions:
 
     def __init__(self, started: datetime | None = None) -> None:
         # creationTimestamp has whole seconds: compare with the start's second, not after it.
-        self.started = (started or datetime.now(timezone.utc)).replace(microsecond=0)
+        self.started = (started or datetime.now(UTC)).replace(microsecond=0)
         self._versions: dict[tuple[str, str, str], str | None] = {}
         self._guard = threading.Lock()
 
