@@ -156,14 +156,19 @@ class Kube:
 
     # -- core objects ----------------------------------------------------------------------
 
-    def get_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
-        """The Secret's decoded data and resourceVersion, or None when it does not exist."""
+    def _read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            secret = self._raw(self.core.read_namespaced_secret, name, namespace)
+            return cast(dict[str, Any], self._raw(self.core.read_namespaced_secret, name, namespace))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+
+    def get_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
+        """The Secret's decoded data and resourceVersion, or None when it does not exist."""
+        secret = self._read_secret(namespace, name)
+        if secret is None:
+            return None
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         return data, secret["metadata"]["resourceVersion"]
 
@@ -171,12 +176,9 @@ class Kube:
         """Secret name -> (key names, resourceVersion) for those of `names` that exist. Each is
         read by name (not a LIST of every Secret of the namespace); values are not kept."""
         def keys(name: str) -> tuple[list[str], str] | None:
-            try:
-                secret = self._raw(self.core.read_namespaced_secret, name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+            secret = self._read_secret(namespace, name)
+            if secret is None:
+                return None
             return sorted((secret.get("data") or {}).keys()), secret["metadata"]["resourceVersion"]
 
         wanted = sorted(set(names))
