@@ -176,3 +176,25 @@ def test_unchanged_pass_writes_nothing_and_last_environment_removes_the_server(k
     wait_for(lambda: not core.list_namespaced_config_map(namespace, label_selector="app.kubernetes.io/instance=flipt").items
              and not core.list_namespaced_service(namespace, label_selector="app.kubernetes.io/instance=flipt").items,
              message="ConfigMap and Service removed too")
+
+
+def test_a_spec_change_runs_one_pass_not_one_more_for_the_operators_own_write(kube_cluster, operator, namespace):
+    """The operator's own apply of the Deployment comes back as a watch event; it is no news.
+    (No Deployment controller runs here, so nothing else reports in between.)"""
+    api = kube_cluster.api_client
+    create_custom(api, namespace, "FliptEnvironment", "solo", {"deployment": {"replicas": 1}})
+    wait_for(lambda: deployment(api, namespace, "flipt"), message="server")
+
+    def passes(since: int) -> int:
+        return operator.logs()[since:].count(f"pass over {namespace} ")
+
+    def settled() -> bool:
+        return metric_value(operator.metrics(), "flipt_operator_passes_in_progress") == 0
+
+    wait_for(settled, timeout=20, message="no pass under way")
+    mark = len(operator.logs())
+    patch_custom(api, namespace, "FliptEnvironment", "solo", {"spec": {"deployment": {"replicas": 2}}})
+    wait_for(lambda: deployment(api, namespace, "flipt").spec.replicas == 2, timeout=20, message="replicas applied")
+    wait_for(lambda: passes(mark) >= 1 and settled(), timeout=20, message="the pass over the change")
+    assert re.search(rf"patched Deployment {namespace}/flipt", operator.logs()[mark:])
+    assert passes(mark) == 1, operator.logs()[mark:]

@@ -216,3 +216,20 @@ def test_a_relisting_reports_what_changed_or_appeared_while_the_watch_was_down()
     # Deleted and created again while the watch was down: a new version.
     assert listed.changed(_secret("DELETED", "same", "1"))
     assert listed.changed(_secret(None, "same", "12", created="2026-01-01T12:05:00Z"))
+
+
+def test_a_child_the_pass_wrote_is_no_news_but_its_controller_report_is():
+    seen = Fingerprints()
+    before = _event(kind="Deployment", generation=2, annotations={"flipt.io/applied-hash": "h1"},
+                     status={"observedGeneration": 2})
+    assert seen.changed(before)
+    seen.expect_own_write("Deployment", "ns", "a", "h2")
+    ours = _event(kind="Deployment", generation=3, annotations={"flipt.io/applied-hash": "h2"},
+                  status={"observedGeneration": 2})
+    assert not seen.changed(ours)  # our own apply coming back, even before its response
+    reported = _event(kind="Deployment", generation=3, annotations={"flipt.io/applied-hash": "h2"},
+                      status={"observedGeneration": 3})
+    assert seen.changed(reported)  # the controller moved on
+    edited = _event(kind="Deployment", generation=4, annotations={"flipt.io/applied-hash": "h2"},
+                    status={"observedGeneration": 3})
+    assert seen.changed(edited)  # someone else's edit: the expectation was used up

@@ -316,6 +316,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def applied_hash(manifest: dict[str, Any]) -> str:
+    """The APPLIED_HASH_ANNOTATION value `apply_object` writes for `manifest`."""
+    return str(with_applied_hash(manifest)["metadata"]["annotations"][APPLIED_HASH_ANNOTATION])
+
+
 def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest with APPLIED_HASH_ANNOTATION: a hash of everything it sets. The same hash on
     the live object says the operator's last apply set exactly these fields, so none is due

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..clients.kube import Kube, api_error_text
+from ..clients.kube import APPLIED_HASH_ANNOTATION, Kube, api_error_text
 from ..models.plan import OperatorDefaults
 from ..models.sync import StorageSyncState
 from ..rules.peering import yields_to_a_peer
@@ -78,30 +78,53 @@ class Peering:
 
 
 class Fingerprints:
-    """Last seen (generation, labels, annotations[, status]) per object: our own status writes
-    come back as watch events, and a pass for each would only read and find nothing to do."""
+    """Last seen (generation, labels, annotations[, status]) per object: our own writes come back
+    as watch events (a status write on our kinds, a child the pass applied), and a pass for each
+    would only read and find nothing to do."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str, str], Any] = {}
+        self._own_writes: dict[tuple[str, str, str], str] = {}  # key -> the applied hash being written
         self._guard = threading.Lock()
+
+    @staticmethod
+    def _key_and_fingerprint(kind: str, body: Any) -> tuple[tuple[str, str, str], tuple[Any, ...]]:
+        meta = body.get("metadata") or {}
+        fingerprint: tuple[Any, ...] = (meta.get("generation"), meta.get("deletionTimestamp"),
+                                        repr(meta.get("labels")), repr(meta.get("annotations")))
+        if kind in ("Deployment", "Job"):
+            fingerprint += (repr(body.get("status")),)  # their controllers report through status
+        return (kind, meta.get("namespace", ""), meta.get("name", "")), fingerprint
 
     def changed(self, event: Any) -> bool:
         body = event.get("object") or {}
-        meta = body.get("metadata") or {}
-        key = (body.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        key, fingerprint = self._key_and_fingerprint(body.get("kind", ""), body)
         if event.get("type") == "DELETED":
             with self._guard:
                 self._seen.pop(key, None)
             return True
-        fingerprint: tuple[Any, ...] = (meta.get("generation"), meta.get("deletionTimestamp"), repr(meta.get("labels")),
-                       repr(meta.get("annotations")))
-        if body.get("kind") in ("Deployment", "Job"):
-            fingerprint += (repr(body.get("status")),)  # their controllers report through status
+        applied = ((body.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
         with self._guard:
-            if self._seen.get(key) == fingerprint:
-                return False
+            previous = self._seen.get(key)
             self._seen[key] = fingerprint
+            if previous == fingerprint:
+                return False
+            if applied is not None and self._own_writes.get(key) == applied and previous is not None \
+                    and previous[-1] == fingerprint[-1]:
+                # Our own apply coming back (it can arrive before the apply's response): the same
+                # status as before, and the hash we wrote. A controller's report differs in status.
+                del self._own_writes[key]
+                return False
             return True
+
+    def expect_own_write(self, kind: str, namespace: str, name: str, applied_hash: str | None) -> None:
+        """Before the pass applies a child: its watch event, carrying `applied_hash`, is no news.
+        None clears it (nothing was written)."""
+        with self._guard:
+            if applied_hash is None:
+                self._own_writes.pop((kind, namespace, name), None)
+            else:
+                self._own_writes[(kind, namespace, name)] = applied_hash
 
 
 class ListedVersions:

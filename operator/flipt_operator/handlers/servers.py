@@ -23,7 +23,7 @@ from ..builders.server_manifests import MANAGED_BY as MANAGED_BY_VALUE
 from ..builders.server_manifests import build_server_manifests
 from ..builders.status import Summary
 from ..builders.status_decisions import StatusDecision, deployment_availability, environment_status, storage_status
-from ..clients.kube import Kube, api_error_text, is_transient
+from ..clients.kube import Kube, api_error_text, applied_hash, is_transient
 from ..models.credential import FliptCredentialSpec
 from ..models.environment import FliptEnvironmentSpec
 from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
@@ -155,9 +155,13 @@ def _apply_server(ctx: Context, namespace: str, snap: Snapshot, result: Any,
             step = f"{kind} {name}"
             manifest["metadata"]["namespace"] = namespace
             manifest["metadata"]["ownerReferences"] = owners
+            if kind == "Deployment":  # our own write's watch event needs no pass of its own
+                ctx.seen.expect_own_write(kind, namespace, name, applied_hash(manifest))
             written, stored = kube.apply_object(manifest, snap.children[kind].get(name))
             if kind == "Deployment":
                 outcome.deployment = stored
+                if written == "unchanged":
+                    ctx.seen.expect_own_write(kind, namespace, name, None)
             if written != "unchanged":
                 API_WRITES.labels(kind, written).inc()
                 log.info("%s %s %s/%s", written, kind, namespace, name)
