@@ -20,8 +20,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import kopf
-
 from .. import GROUP, VERSION
 from ..builders.database_jobs import (
     ANNOTATION_BACKUP,
@@ -49,7 +47,6 @@ from ..models.storage import DatabaseStatus, MigrationRecord
 from ..rules.database_url import DatabaseURLError, parse_flipt_url, scrub, url_password
 from ..rules.import_document import content_hash, validate_import
 from ..rules.migrations import SchemaState, assess_schema, create_database_command, expected_version
-from .metrics import WATCH_EVENTS
 
 if TYPE_CHECKING:
     from .context import Context
@@ -444,55 +441,3 @@ def _imports_after(ctx, namespace, storage_obj, plan, parsed, cache, out, status
         out.add(ConditionSpec(IMPORTED, True, "Imported", f"Import Job {planned.name}: {validation.message()}."))
         _purge_once(ctx, namespace, job, cache)
     return done()
-
-
-# -- triggers --------------------------------------------------------------------------------
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY_LABELS)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
-def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """The Job controller reported progress on a migration or import Job."""
-    from .servers import request  # servers -> database: import late
-
-    if memo.servers.listed.changed(event) and memo.servers.changed(event):
-        request(memo.servers, namespace)
-
-
-@kopf.index(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
-def storages_by_import_config_map(namespace: str, name: str, spec: kopf.Spec,
-                                  **_: Any) -> dict[tuple[str, str], str]:
-    """(namespace, ConfigMap name) -> the storages importing from it (spec.database.import)."""
-    ref = (((spec.get("database") or {}).get("import") or {}).get("configMapRef") or {}).get("name")
-    return {(namespace, ref): name} if ref else {}
-
-
-@kopf.on.event("", "v1", "configmaps")  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
-def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo,
-                            storages_by_import_config_map: kopf.Index, **_: Any) -> None:
-    """An import document changed (or appeared, or went): a pass validates it and starts its Job
-    at once, rather than at the next re-check. Other ConfigMaps (ours included) are ignored."""
-    if (namespace, name) not in storages_by_import_config_map:
-        if event.get("type") is not None:  # a (re-)listing is not a decision worth counting
-            WATCH_EVENTS.labels("ConfigMap", "ignored").inc()
-        return
-    if not memo.servers.listed.changed(event):
-        return  # the listing at start (the startup passes read every import) or unchanged
-    from .servers import request
-
-    request(memo.servers, namespace)
-    WATCH_EVENTS.labels("ConfigMap", "pass").inc()
-
-
-async def database_recheck(ctx: Context) -> None:
-    """Nothing in the API announces a database coming up, a schema migrated by hand or Redis
-    back: re-check the namespaces with database storage periodically. (A background task,
-    not a kopf timer: timers put a finalizer on every object they run for.)"""
-    import asyncio
-
-    from .servers import request
-
-    while True:
-        await asyncio.sleep(RECHECK_SECONDS)
-        for namespace in sorted(ctx.database_namespaces):
-            if not await asyncio.to_thread(ctx.standby, namespace):
-                await asyncio.to_thread(request, ctx, namespace)

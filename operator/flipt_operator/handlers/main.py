@@ -19,7 +19,7 @@ from ..clients.kube import ApiTimeout, Kube, load_config
 from ..models.plan import supports_native_sidecars
 
 # Importing the handler modules registers their handlers with kopf.
-from . import credential, database, environment, secrets, storage  # noqa: F401
+from . import credential, database_triggers, environment, secrets, storage  # noqa: F401
 from .context import Context, Peering, operator_defaults
 from .deadline import DEFAULT_PASS_DEADLINE, PASS_CLOCK
 from .servers import MANAGED_BY as MANAGED_BY_SELECTOR
@@ -75,7 +75,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                            peering=_PEERING and Peering(settings.peering.name, *_PEERING))
     memo.background = [
         asyncio.create_task(storage.sync_poller(memo.servers)),
-        asyncio.create_task(database.database_recheck(memo.servers)),
+        asyncio.create_task(database_triggers.database_recheck(memo.servers)),
         asyncio.create_task(pass_watchdog(_PASS_DEADLINE)),
     ]
 
