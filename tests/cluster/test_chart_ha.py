@@ -80,11 +80,13 @@ def test_two_replicas_one_active_and_the_other_takes_over(kube_cluster, tmp_path
         high = run(high_pod)
         wait_for(lambda: low.logs().count("Pausing operations in favour of") >= 2, timeout=60,
                  message="the returning higher-priority replica pauses the other")
-        import time
-
-        time.sleep(3)  # let a poll round that had already started finish
+        # The active replica's own poll rounds are the clock (1 s apart in tests), not sleeps:
+        # two rounds let one the paused replica had begun finish, three more must add nothing.
+        rounds = high.logs().count(polled)
+        wait_for(lambda: high.logs().count(polled) >= rounds + 2, timeout=30, message="the active replica polls")
         mark = low.logs().count(polled)
-        time.sleep(4)  # several poll intervals (1 s in tests)
+        rounds = high.logs().count(polled)
+        wait_for(lambda: high.logs().count(polled) >= rounds + 3, timeout=30, message="three more rounds")
         assert low.logs().count(polled) == mark, "a paused replica kept polling"
     finally:
         high.stop()

@@ -141,7 +141,10 @@ def test_namespaced_release_needs_nothing_cluster_wide(kube_cluster, tmp_path):
     try:
         main_scenarios(kube_cluster, watched)
         create_custom(api, other, "FliptEnvironment", "ignored", {})
-        time.sleep(3)
+        # A barrier instead of a sleep: an environment created after it in the watched namespace
+        # gets its server; had the operator watched `other`, it would have served that one too.
+        create_custom(api, watched, "FliptEnvironment", "barrier", {"server": "barrier"})
+        wait_for(lambda: read_deployment(api, watched, "barrier"), message="the barrier's server")
         assert read_deployment(api, other, "flipt") is None  # not ours to watch
         assert "status" not in get_custom(api, other, "FliptEnvironment", "ignored")
     finally:
