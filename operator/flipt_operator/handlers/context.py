@@ -236,7 +236,7 @@ class Context:
     database_namespaces: set[str] = field(default_factory=set)  # re-checked periodically
     # Writes of one pass run side by side (servers are independent; so are statuses).
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
-    retry: Backoff = field(default_factory=lambda: Backoff())
+    backoff: Backoff = field(default_factory=lambda: Backoff())  # how long Retries waits, per key
     seen: Fingerprints = field(default_factory=lambda: Fingerprints())
     listed: ListedVersions = field(default_factory=lambda: ListedVersions())
     peering: Peering | None = None  # set when several replicas take turns

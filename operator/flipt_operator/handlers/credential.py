@@ -71,12 +71,12 @@ def recheck(ctx: Context, namespace: str, name: str) -> None:
     try:
         changed = reconcile_credential(ctx.kube, namespace, name)
     except Exception as exc:  # noqa: BLE001 - retried below, whatever it was
-        delay = ctx.retry.failed(f"{namespace}/{name}")
+        delay = ctx.backoff.failed(f"{namespace}/{name}")
         log.warning("checking credential %s/%s failed (%s); retrying in %.0fs", namespace, name,
                     type(exc).__name__, delay)
         ctx.retries.schedule(f"{namespace}/{name}", delay, recheck, ctx, namespace, name)
         return
-    ctx.retry.succeeded(f"{namespace}/{name}")
+    ctx.backoff.succeeded(f"{namespace}/{name}")
     if changed:
         request(ctx, namespace)
 

@@ -365,7 +365,7 @@ def request(ctx: Context, namespace: str) -> None:
         with PASSES_IN_PROGRESS.track_inprogress():
             outcome = COALESCER.run(namespace, lambda ns: PASS_CLOCK.time(ns, reconcile_namespace, ctx, ns))
     except Exception as exc:  # noqa: BLE001 - whatever failed, a later pass may succeed
-        delay = ctx.retry.failed(namespace)
+        delay = ctx.backoff.failed(namespace)
         # The API server's own message, or the type: an exception's text may quote content.
         error = api_error_text(exc)
         log.warning("pass over %s failed: %s; retrying in %.0fs", namespace, error, delay)
@@ -380,11 +380,11 @@ def request(ctx: Context, namespace: str) -> None:
         return  # folded into a pass under way, which decides
     if outcome.transient_failures:
         # Already recorded on the objects concerned; failures a person must fix are not retried.
-        delay = ctx.retry.failed(namespace)
+        delay = ctx.backoff.failed(namespace)
         log.info("pass over %s: retrying %s in %.0fs", namespace, ", ".join(outcome.transient_failures), delay)
         _retry_later(ctx, namespace, delay)
     else:
-        ctx.retry.succeeded(namespace)
+        ctx.backoff.succeeded(namespace)
 
 
 def _retry_later(ctx: Context, namespace: str, delay: float) -> None:
