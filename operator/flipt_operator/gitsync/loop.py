@@ -26,7 +26,7 @@ from ..clients.git_transport import ConnectionTracker
 from ..models.common import parse_duration
 from ..models.gitsync import GitSyncStorage
 from ..models.sync import ConflictInfo, StorageSyncState
-from ..rules.gitsync import redact_url, retry_delay, storage_ready
+from ..rules.gitsync import pod_serves, redact_url, retry_delay, stale_after_seconds, storage_ready
 from .cycle import CycleReport, run_cycle
 from .metrics import SyncMetrics
 
@@ -81,6 +81,8 @@ class StorageSync:
         self.metrics = metrics
         self.interval = parse_duration(storage.poll_interval)
         self.sync_timeout = parse_duration(storage.sync_timeout)
+        self.stale_after = stale_after_seconds(
+            self.interval, parse_duration(storage.stale_after) if storage.stale_after else None)
         self.stuck_margin = float(os.environ.get(STUCK_MARGIN_ENV, DEFAULT_STUCK_MARGIN_SECONDS))
         self.repo = LocalRepository(
             storage.repository_path,
@@ -157,6 +159,12 @@ class StorageSync:
             done, _ = await asyncio.wait([self.in_flight], timeout=ABORT_REPEAT_SECONDS)
             if done:
                 return self.in_flight.result()
+
+    def serves_pod(self) -> bool:
+        """Whether the pod may take traffic for this storage (/readyz): see `rules.gitsync.pod_serves`."""
+        last = self.state.last_fetch_time
+        age = (datetime.now(UTC) - last).total_seconds() if last is not None else None
+        return pod_serves(self.storage.fetch_policy, self.served, age, self.stale_after)
 
     def stuck_for(self, now: float | None = None) -> float | None:
         """Seconds the running cycle has been going when that is past deadline + margin."""

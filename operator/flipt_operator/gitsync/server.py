@@ -31,7 +31,13 @@ def make_app(syncs: Sequence[StorageSync], metrics: SyncMetrics) -> web.Applicat
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        not_ready = {s.storage.name: s.state.last_error or "not synced yet" for s in syncs if not s.state.ready}
+        # Readiness of the pod, not of the storage: a strict storage's pod keeps serving a published
+        # revision through a short outage (staleAfter), though its status says not Ready at once.
+        not_ready = {
+            s.storage.name: (f"last successful fetch older than {s.stale_after:g}s: " if s.served else "")
+            + (s.state.last_error or "not synced yet")
+            for s in syncs if not s.serves_pod()
+        }
         if not_ready:
             return web.json_response({"ready": False, "storages": not_ready}, status=503)
         return web.json_response({"ready": True})

@@ -52,6 +52,12 @@ class GitSyncStorage(ApiModel):
         description="Deadline of one sync cycle (as kubernetes/git-sync's --sync-timeout): its remote "
         "connections are cut when it passes, the cycle fails and is retried.",
     )
+    stale_after: GoDuration | None = Field(
+        default=None,
+        description="How long a strict storage's pod stays ready after its last successful fetch while "
+        "fetches fail (default: 3 x pollInterval, at least 60s), so a blip does not take every replica "
+        "out of its Service; the storage's status says not Ready at once.",
+    )
     repository_path: str = Field(description="Repository on the shared volume that Flipt serves as a local backend.")
     credential: GitSyncCredential | None = None
     ca_cert_file: str | None = None

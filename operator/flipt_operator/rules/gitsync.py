@@ -99,6 +99,28 @@ def scrub(text: str, secrets: Iterable[str | bytes | None] = ()) -> str:
     return cleaned
 
 
+MIN_STALE_AFTER_SECONDS = 60.0
+
+
+def stale_after_seconds(poll_interval: float, configured: float | None) -> float:
+    """How stale a strict storage's published revision may get before its pod stops being ready."""
+    return configured if configured is not None else max(3 * poll_interval, MIN_STALE_AFTER_SECONDS)
+
+
+def pod_serves(fetch_policy: str, served: bool, seconds_since_last_fetch: float | None, stale_after: float) -> bool:
+    """Whether the pod may receive traffic for this storage (the sidecar's /readyz).
+
+    Nothing is served before a revision has been published. A lenient storage serves the last good
+    state for as long as it takes; a strict one while its last successful fetch is not older than
+    `stale_after`: a passing outage must not take every replica out of its Service at once, while
+    a long one still does. (The storage's *status* follows `storage_ready`: not Ready at once.)"""
+    if not served:
+        return False
+    if fetch_policy == "lenient":
+        return True
+    return seconds_since_last_fetch is not None and seconds_since_last_fetch <= stale_after
+
+
 def storage_ready(fetch_policy: str, served: bool, last_fetch_failed: bool) -> bool:
     """Whether Flipt may be served from a storage.
 
