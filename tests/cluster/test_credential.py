@@ -112,9 +112,12 @@ def test_restarted_operator_writes_nothing_for_unchanged_objects(kube_cluster, o
     # A second operator resumes every existing object: a full resync with nothing to change.
     second = start_operator(kube_cluster.kubeconfig, tmp_path / "second.log")
     try:
-        wait_for(lambda: metric_value(second.metrics(), "flipt_operator_reconciles_total", 'kind="FliptCredential"') >= 1,
-                 timeout=30, message="second operator resumed the credentials")
-        time.sleep(1)
+        # Its handler has run for this very credential (a barrier, not a sleep): whatever it
+        # would write, it has written by then.
+        wait_for(lambda: any("'credential_event' succeeded" in line and namespace in line and '"quiet"' in line
+                             for line in second.logs().splitlines()),
+                 timeout=30, message="second operator resumed this credential")
+        assert metric_value(second.metrics(), "flipt_operator_reconciles_total", 'kind="FliptCredential"') >= 1
         # (Its write counter covers every namespace of this shared cluster, where other tests'
         # objects may legitimately change; benchmarks/operator_scale.py counts them on a clean one.)
     finally:
