@@ -78,7 +78,11 @@ def start_operator(kubeconfig: Path, log_path: Path, *, extra_args: tuple[str, .
         with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=2) as r:
             return r.status == 200
 
-    wait_for(healthy, timeout=60, message="operator liveness endpoint")
+    try:
+        wait_for(healthy, timeout=60, message="operator liveness endpoint")
+    except BaseException:
+        op.stop()  # an operator that never came up must not outlive the test run
+        raise
     return op
 
 
