@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import ApiModel
+from .common import ApiModel, ValidationRule
 from .credential import FliptCredentialSpec, FliptCredentialStatus
 from .environment import FliptEnvironmentSpec, FliptEnvironmentStatus
 from .storage import FliptStorageSpec, FliptStorageStatus
 
 READY = '.status.conditions[?(@.type=="Ready")]'
+
+# Storage and environment names become keys of Flipt's configuration, which viper splits on '.'.
+NAME_IS_FLIPT_IDENTIFIER = ValidationRule(
+    "!self.metadata.name.contains('.')",
+    "metadata.name becomes a key of Flipt's configuration, where '.' separates nested keys: "
+    "use a name without dots (e.g. with '-').",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class KindInfo:
     spec: type[ApiModel]
     status: type[ApiModel]
     columns: tuple[Column, ...]
+    # CEL rules on the whole object; only metadata.name and generateName are visible to them.
+    rules: tuple[ValidationRule, ...] = ()
 
     @property
     def singular(self) -> str:
@@ -71,6 +80,7 @@ STORAGE = KindInfo(
         Column("Schema", ".status.database.schemaVersion", type="integer", description="Schema version."),
         Column("Server", ".status.server", priority=1, description="Flipt server using it."),
     ),
+    rules=(NAME_IS_FLIPT_IDENTIFIER,),
 )
 
 ENVIRONMENT = KindInfo(
@@ -86,6 +96,7 @@ ENVIRONMENT = KindInfo(
         Column("Default", ".spec.default", type="boolean", description="The server's default environment."),
         Column("Revision", ".status.revision", description="Git commit served."),
     ),
+    rules=(NAME_IS_FLIPT_IDENTIFIER,),
 )
 
 ALL_KINDS: tuple[KindInfo, ...] = (CREDENTIAL, STORAGE, ENVIRONMENT)

@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from .credential import FliptCredentialSpec
 from .environment import ResourceRequirements
+from .storage import DATA_DIR as DATA_DIR
 from .storage import FliptStorageSpec
 
 Generation = Literal["v1", "v2"]
 Severity = Literal["Error", "Warning"]
 
 # Paths and ports of the Flipt image and the official Helm chart.
-DATA_DIR = "/var/opt/flipt"
 CONFIG_FILE = "/etc/flipt/config/default.yml"
 STATE_DIR = "/home/flipt/.config/flipt"
 HTTP_PORT = 8080

@@ -15,8 +15,14 @@ from .common import (
     LocalObjectReference,
     ObjectName,
     SecretKeyReference,
+    ValidationRule,
+    cel_pattern,
+    validation_rules,
 )
 from .sync import ConflictInfo, FetchPolicy
+
+# Flipt's data directory in the server pod: the volume of spec.database.claimName is mounted here.
+DATA_DIR = "/var/opt/flipt"
 
 # https://, http://, ssh://, git://, or scp-like git@host:path. Credentials never belong in the URL.
 # A URL's userinfo may name a user but never a password (`user:password@`): the remote is
@@ -25,7 +31,25 @@ REMOTE_PATTERN = (
     r"^((https?|ssh|git)://([^\s@/:]+@)?([^\s@/:\[\]]+|\[[0-9A-Fa-f:.]+\])(:[0-9]+)?/\S+"
     r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$"
 )
+# Anything after "scheme://user:" up to an "@" of the authority is a password (what
+# urllib.parse.urlsplit calls the password); so is a query key password= or authtoken=.
+# RE2 and Python's re read it the same way: the API server and the operator apply this one pattern.
+PASSWORD_IN_URL_PATTERN = (
+    r"(?i)^([a-z][a-z0-9+.-]*://[^/?#:]*:[^/?#]+@|[^?#]*[?]([^#]*&)?(password|authtoken)(=|&|#|$))"
+)
+# A remote's userinfo with a colon: REMOTE_PATTERN refuses it too, with an unreadable message.
+PASSWORD_IN_REMOTE_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/]*@"
+SQLITE_URL_PATTERN = r"^(file|sqlite):"
+# A SQLite URL whose file lies under DATA_DIR: after the scheme an optional "//", then DATA_DIR and
+# path segments none of which is empty, "." or "..", so no spelling can leave the volume.
+SQLITE_ON_VOLUME_PATTERN = (
+    SQLITE_URL_PATTERN + "(//)?" + DATA_DIR + r"(/([^/?.][^/?]*|[.][^/?.][^/?]*|[.][.][^/?]+))+([?].*)?$"
+)
+# Bounds that keep the CEL rules' cost estimate within the API server's budget (a string without
+# maxLength is costed at the request size limit, 3 MiB).
+MAX_URL_LENGTH = 4096
 BackendKind = Literal["database", "git", "local", "memory"]
+BACKENDS: tuple[BackendKind, ...] = ("database", "git", "local", "memory")
 
 
 class BackupSpec(ApiModel):
@@ -62,10 +86,21 @@ class ImportSpec(ApiModel):
 class DatabaseSpec(ApiModel):
     url: str | None = Field(
         default=None,
+        max_length=MAX_URL_LENGTH,
         pattern=r"^(file:|sqlite:|postgres(ql)?://|cockroach(db)?://|mysql://)\S+$",
         description=(
             "Flipt database URL without a password: file:/var/opt/flipt/flipt.db, postgres://…, "
-            "mysql://…, cockroach://…. Use urlSecretRef when it holds a password."
+            "mysql://…, cockroach://…. Use urlSecretRef when it holds a password. A SQLite file "
+            "lies under /var/opt/flipt and needs claimName."
+        ),
+        json_schema_extra=validation_rules(
+            ValidationRule(
+                f"!self.matches({cel_pattern(PASSWORD_IN_URL_PATTERN)})",
+                "spec.database.url must not hold a password (user:password@ or a password= parameter): "
+                "it would be written to a ConfigMap. Put the whole URL in a Secret and use "
+                "spec.database.urlSecretRef instead.",
+                reason="FieldValueForbidden",
+            ),
         ),
     )
     url_secret_ref: SecretKeyReference | None = Field(
@@ -86,15 +121,51 @@ class DatabaseSpec(ApiModel):
         default=None, alias="import", description="Flag documents imported with `flipt import`."
     )
 
-    model_config = {"json_schema_extra": {"oneOf": [{"required": ["url"]}, {"required": ["urlSecretRef"]}]}}
+    model_config = {
+        "json_schema_extra": {
+            "oneOf": [{"required": ["url"]}, {"required": ["urlSecretRef"]}],
+            **validation_rules(
+                ValidationRule(
+                    "has(self.url) != has(self.urlSecretRef)",
+                    "set exactly one of spec.database.url and spec.database.urlSecretRef "
+                    "(urlSecretRef when the URL holds a password).",
+                ),
+                ValidationRule(
+                    f"!has(self.url) || !self.url.matches({cel_pattern(SQLITE_URL_PATTERN)}) || has(self.claimName)",
+                    "spec.database.claimName is required with a SQLite URL (file: or sqlite:): the database "
+                    f"file would be lost with the pod. Set a PersistentVolumeClaim, mounted at {DATA_DIR}.",
+                    reason="FieldValueRequired",
+                    field_path=".claimName",
+                ),
+                ValidationRule(
+                    f"!has(self.url) || !self.url.matches({cel_pattern(SQLITE_URL_PATTERN)})"
+                    f" || self.url.matches({cel_pattern(SQLITE_ON_VOLUME_PATTERN)})",
+                    f"spec.database.url: the SQLite file must be a path under {DATA_DIR}, the volume of "
+                    f"spec.database.claimName (the root filesystem is read-only), without '.' or '..' "
+                    f"segments, e.g. file:{DATA_DIR}/flipt.db.",
+                    field_path=".url",
+                ),
+            ),
+        }
+    }
 
 
 class GitSpec(ApiModel):
     remote: str = Field(
+        max_length=MAX_URL_LENGTH,
         pattern=REMOTE_PATTERN,
         description=(
             "Git remote: https://, http://, ssh://, git:// or git@host:path. No password in it "
             "(put credentials in a FliptCredential); a user name is allowed."
+        ),
+        json_schema_extra=validation_rules(
+            ValidationRule(
+                f"!self.matches({cel_pattern(PASSWORD_IN_REMOTE_PATTERN)})",
+                "spec.git.remote must not hold a password (user:password@): it would be written to the "
+                "sidecar's ConfigMap. Keep at most a user name in the URL and put the password in a "
+                "FliptCredential named by spec.git.credentialRef.",
+                reason="FieldValueForbidden",
+            ),
         ),
     )
     branch: str = Field(default="main", min_length=1, description="Branch to serve and push to.")
@@ -155,6 +226,17 @@ class CacheSpec(ApiModel):
     memory: MemoryCacheSpec | None = Field(default=None, description="Memory cache settings.")
     redis: RedisCacheSpec | None = Field(default=None, description="Redis settings; required when backend is redis.")
 
+    model_config = {
+        "json_schema_extra": validation_rules(
+            ValidationRule(
+                "!has(self.backend) || self.backend != 'redis' || has(self.redis)",
+                "spec.cache.redis is required when spec.cache.backend is redis: set at least spec.cache.redis.host.",
+                reason="FieldValueRequired",
+                field_path=".redis",
+            ),
+        )
+    }
+
 
 class FliptStorageSpec(ApiModel):
     database: DatabaseSpec | None = Field(default=None, description="A relational database: a Flipt v1 server.")
@@ -165,25 +247,34 @@ class FliptStorageSpec(ApiModel):
 
     model_config = {
         "json_schema_extra": {
-            "oneOf": [
-                {"required": ["database"]},
-                {"required": ["git"]},
-                {"required": ["local"]},
-                {"required": ["memory"]},
-            ]
+            "oneOf": [{"required": [kind]} for kind in BACKENDS],
+            **validation_rules(
+                ValidationRule(
+                    f"[{', '.join(f'has(self.{kind})' for kind in BACKENDS)}].exists_one(b, b)",
+                    "set exactly one of spec.database, spec.git, spec.local and spec.memory: "
+                    "a FliptStorage is one storage backend.",
+                ),
+                ValidationRule(
+                    "!has(self.cache) || has(self.database)",
+                    "spec.cache is for database storage only (Flipt's cache exists in Flipt v1 alone): "
+                    "remove spec.cache, or use spec.database.",
+                    reason="FieldValueForbidden",
+                    field_path=".cache",
+                ),
+            ),
         }
     }
 
     @model_validator(mode="after")
     def _one_backend(self) -> FliptStorageSpec:
-        chosen = [k for k in ("database", "git", "local", "memory") if getattr(self, k) is not None]
+        chosen = [k for k in BACKENDS if getattr(self, k) is not None]
         if len(chosen) != 1:
             raise ValueError(f"exactly one of database, git, local, memory must be set (got {chosen or 'none'})")
         return self
 
     @property
     def backend(self) -> BackendKind:
-        for kind in ("database", "git", "local", "memory"):
+        for kind in BACKENDS:
             if getattr(self, kind) is not None:
                 return kind
         raise AssertionError("validated: one backend is set")
