@@ -112,14 +112,24 @@ def test_every_kind_has_rules_and_each_says_what_to_fix():
 def test_the_set_for_older_servers_has_no_rules_and_is_otherwise_the_same():
     assert list(_rules(validation_rules=False)) == []
 
+    def one_ofs(docs):
+        return {(name, path) for name, doc in docs.items() for path, node in _walk(doc) if "oneOf" in node}
+
+    # ... except that oneOf, which older servers need for "exactly one of", gives way to the rule saying it
+    without, with_rules = all_crds(validation_rules=False), all_crds()
+    assert one_ofs(without) and not one_ofs(with_rules)
+    for name, path in one_ofs(without):
+        node = dict(_walk(with_rules[name]))[path]
+        assert any("exists_one" in r["rule"] or "!=" in r["rule"] for r in node[VALIDATIONS_KEY]), (name, path)
+
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != VALIDATIONS_KEY}
+            return {k: strip(v) for k, v in node.items() if k not in (VALIDATIONS_KEY, "oneOf")}
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
 
-    assert all_crds(validation_rules=False) == strip(all_crds())
+    assert strip(without) == strip(with_rules)
 
 
 def test_every_string_a_rule_matches_has_a_max_length():
@@ -202,3 +212,25 @@ def test_the_remote_password_rule_refuses_what_the_remote_pattern_refuses_for_a_
 ])
 def test_the_sqlite_path_pattern(url, on_volume):
     assert bool(re.match(SQLITE_ON_VOLUME_PATTERN, url)) == on_volume
+
+
+def test_which_servers_take_the_crds_with_rules():
+    from flipt_operator.builders.crds import takes_validation_rules
+
+    assert takes_validation_rules("v1.28.0") and takes_validation_rules("v1.35.4")
+    assert takes_validation_rules("v1.30.2-eks-1")
+    assert not takes_validation_rules("v1.27.9") and not takes_validation_rules("v1.20.2")
+    assert not takes_validation_rules("v0.0.0-master") and not takes_validation_rules("")
+
+
+def test_crds_command_names_the_set_a_server_takes(capsys):
+    import argparse
+
+    from flipt_operator.builders import crd_cli
+
+    parser = argparse.ArgumentParser()
+    crd_cli.add_arguments(parser)
+    for version, expected in (("v1.20.2", f"crds/{WITHOUT_RULES}"), ("v1.35.4", "crds")):
+        assert crd_cli.main(parser.parse_args(["--for-server", version])) == 0
+        assert capsys.readouterr().out.strip() == expected
+        assert (ROOT / expected / "flipt.io_fliptstorages.yaml").is_file()

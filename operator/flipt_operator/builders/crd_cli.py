@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .crds import MIN_VERSION_FOR_RULES, all_crds
+from .crds import MIN_VERSION_FOR_RULES, all_crds, takes_validation_rules
 from .generated_files import write_or_check
 
 CHART_CRDS = "charts/flipt-operator/crds"
@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="crds", help="directory to write (default: crds)")
     parser.add_argument("--check", action="store_true", help="fail if the files differ from the models")
     parser.add_argument(
+        "--for-server", metavar="VERSION", default=None,
+        help="only print the directory of the set an API server of this gitVersion takes (e.g. v1.20.2 -> "
+        f"crds/{WITHOUT_RULES}), write nothing",
+    )
+    parser.add_argument(
         "--chart", default=None,
         help=f"also write (or check) the Helm chart's copy here (default with the default --out: {CHART_CRDS},"
         " when the chart exists)",
@@ -47,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.for_server is not None:
+        print(args.out if takes_validation_rules(args.for_server) else f"{args.out}/{WITHOUT_RULES}")
+        return 0
     chart = args.chart
     if chart is None and args.out == "crds" and Path(CHART_CRDS).parent.is_dir():
         chart = CHART_CRDS

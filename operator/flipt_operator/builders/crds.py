@@ -12,11 +12,18 @@ from typing import Any
 from .. import GROUP, VERSION
 from ..models.common import VALIDATIONS_KEY, ApiModel
 from ..models.kinds import ALL_KINDS, KindInfo
+from ..models.plan import server_release
 
 CATEGORY = "flipt"
 # CEL rules with `reason` and `fieldPath` need this release; older servers get CRDs without rules.
 MIN_VERSION_FOR_RULES = (1, 28)
 _DROP_KEYS = {"title", "$defs"}
+
+
+def takes_validation_rules(git_version: str) -> bool:
+    """Whether an API server of this version (`/version` gitVersion) takes the CRDs with rules."""
+    release = server_release(git_version)
+    return release is not None and release >= MIN_VERSION_FOR_RULES
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -65,6 +72,18 @@ def _without(key: str, node: Any) -> Any:
     return node
 
 
+def _rules_instead_of_one_of(node: Any) -> Any:
+    """Drop `oneOf` where the node has CEL rules: our `oneOf`s only say "exactly one of", which a
+    rule on the same node says readably, and a `oneOf` failing with "Required value" stops the API
+    server from evaluating any rule ("some validation rules were not checked")."""
+    if isinstance(node, dict):
+        drop = VALIDATIONS_KEY in node
+        return {k: _rules_instead_of_one_of(v) for k, v in node.items() if not (drop and k == "oneOf")}
+    if isinstance(node, list):
+        return [_rules_instead_of_one_of(v) for v in node]
+    return node
+
+
 def structural_schema(model: type[ApiModel], *, defaults: bool = True) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
@@ -95,8 +114,7 @@ def crd_for(kind: KindInfo, *, validation_rules: bool = True) -> dict[str, Any]:
     }
     if kind.rules:
         schema[VALIDATIONS_KEY] = [r.to_schema() for r in kind.rules]
-    if not validation_rules:
-        schema = _without(VALIDATIONS_KEY, schema)
+    schema = _rules_instead_of_one_of(schema) if validation_rules else _without(VALIDATIONS_KEY, schema)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -94,7 +94,8 @@ def _validation_section(schema: dict[str, Any]) -> str:
 
 
 def render_kind(kind: KindInfo) -> str:
-    version = crd_for(kind)["spec"]["versions"][0]
+    # Fields from the set without rules, which still says "exactly one of" with oneOf.
+    version = crd_for(kind, validation_rules=False)["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]["properties"]
     table = "| Field | Type | Default | Description |\n|---|---|---|---|\n"
     columns = "\n".join(
@@ -111,7 +112,7 @@ def render_kind(kind: KindInfo) -> str:
         f"## spec\n\n{table}" + "\n".join(_rows(schema["spec"], "spec")) + "\n\n"
         f"## status\n\nWritten by the operator only.\n\n{table}" + "\n".join(_rows(schema["status"], "status"))
         + f"\n\n## Printer columns\n\n| Column | JSON path | Meaning |\n|---|---|---|\n{columns}\n"
-        + _validation_section(version["schema"]["openAPIV3Schema"])
+        + _validation_section(crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     )
 
 

@@ -12,6 +12,8 @@ from .storage import FliptStorageSpec, FliptStorageStatus
 READY = '.status.conditions[?(@.type=="Ready")]'
 
 # Storage and environment names become keys of Flipt's configuration, which viper splits on '.'.
+# No fieldPath: the API server takes none into metadata (it has no properties in the schema), so
+# the error is reported on the object as a whole.
 NAME_IS_FLIPT_IDENTIFIER = ValidationRule(
     "!self.metadata.name.contains('.')",
     "metadata.name becomes a key of Flipt's configuration, where '.' separates nested keys: "

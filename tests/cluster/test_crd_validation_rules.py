@@ -1,0 +1,171 @@
+"""The CRDs' CEL validation rules (x-kubernetes-validations) on a current API server, and the
+operator's Stalled fallback on a server that ignores them (1.20, where the rules are dropped).
+
+Each rule: the 1.35 server refuses a bad object with the rule's message and field, and accepts the
+good object next to it; on 1.20 the same bad object is stored and the operator reports it Stalled
+with the reason and field of its own check."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from flipt_operator.builders.crd_cli import WITHOUT_RULES
+from flipt_operator.builders.crds import all_crds
+from flipt_operator.models.common import VALIDATIONS_KEY
+from tests.support.kube_objects import condition, condition_is, create_custom, put_secret
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+
+GIT = {"remote": "https://git.example.com/flags.git"}
+PG = "postgres://flipt@db:5432/flipt"
+SQLITE = "file:/var/opt/flipt/flipt.db"
+
+
+def _rule(kind, spec, name, good_spec, good_name, field, message):
+    return pytest.param(kind, spec, name, good_spec, good_name, field, message, id=f"{kind}-{field}-{message[:24]}")
+
+
+# (kind, bad spec, bad name, good spec, good name, field the error names, part of the rule's message)
+RULES = [
+    _rule("FliptStorage", {"git": GIT, "memory": {}}, "two", {"git": GIT}, "one", "spec",
+          "set exactly one of spec.database, spec.git, spec.local and spec.memory"),
+    _rule("FliptStorage", {}, "none", {"memory": {}}, "one", "spec",
+          "set exactly one of spec.database, spec.git, spec.local and spec.memory"),
+    _rule("FliptStorage", {"git": GIT, "cache": {"ttl": "5m"}}, "c", {"database": {"url": PG}, "cache": {"ttl": "5m"}},
+          "c", "spec.cache", "spec.cache is for database storage only"),
+    _rule("FliptStorage", {"database": {"url": PG}, "cache": {"backend": "redis"}}, "r",
+          {"database": {"url": PG}, "cache": {"backend": "redis", "redis": {"host": "redis"}}}, "r",
+          "spec.cache.redis", "spec.cache.redis is required when spec.cache.backend is redis"),
+    _rule("FliptStorage", {"database": {"url": PG, "urlSecretRef": {"name": "db", "key": "url"}}}, "u",
+          {"database": {"urlSecretRef": {"name": "db", "key": "url"}}}, "u", "spec.database",
+          "set exactly one of spec.database.url and spec.database.urlSecretRef"),
+    _rule("FliptStorage", {"database": {"maxOpenConn": 5}}, "n", {"database": {"url": PG, "maxOpenConn": 5}}, "n",
+          "spec.database", "set exactly one of spec.database.url and spec.database.urlSecretRef"),
+    _rule("FliptStorage", {"database": {"url": "postgres://flipt:hunter2@db/flipt"}}, "p",
+          {"database": {"url": "postgres://flipt@db/flipt?sslmode=require"}}, "p", "spec.database.url",
+          "spec.database.url must not hold a password"),
+    _rule("FliptStorage", {"database": {"url": "mysql://db:3306/flipt?tls=true&password=hunter2"}}, "q",
+          {"database": {"url": "mysql://flipt@db:3306/flipt?tls=true"}}, "q", "spec.database.url",
+          "spec.database.url must not hold a password"),
+    _rule("FliptStorage", {"database": {"url": SQLITE}}, "s", {"database": {"url": SQLITE, "claimName": "data"}}, "s",
+          "spec.database.claimName", "spec.database.claimName is required with a SQLite URL"),
+    _rule("FliptStorage", {"database": {"url": "file:/data/flipt.db", "claimName": "data"}}, "f",
+          {"database": {"url": "sqlite:///var/opt/flipt/data/flipt.db?_fk=1", "claimName": "data"}}, "f",
+          "spec.database.url", "the SQLite file must be a path under /var/opt/flipt"),
+    _rule("FliptStorage", {"git": {"remote": "https://flipt:hunter2@git.example.com/flags.git"}}, "g",
+          {"git": {"remote": "https://flipt@git.example.com/flags.git"}}, "g", "spec.git.remote",
+          "spec.git.remote must not hold a password"),
+    _rule("FliptStorage", {"memory": {}}, "flags.v1", {"memory": {}}, "flags-v1", "metadata.name",
+          "metadata.name becomes a key of Flipt's configuration"),
+    _rule("FliptEnvironment", {}, "prod.eu", {}, "prod-eu", "metadata.name",
+          "metadata.name becomes a key of Flipt's configuration"),
+    _rule("FliptCredential", {"type": "basic", "secretRef": {"name": "git"}, "ssh": {"user": "deploy"}}, "b",
+          {"type": "ssh", "secretRef": {"name": "git"}, "ssh": {"user": "deploy"}}, "b", "spec.ssh",
+          "spec.ssh is read only with spec.type ssh"),
+]
+
+
+def manifest(kind, spec, name):
+    return {"apiVersion": "flipt.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def _new_namespace(cluster) -> str:
+    name = f"t-cel-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(cluster.api_client).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+def _installed_rules(cluster) -> int:
+    """How many CEL rules our CRDs hold as the server stored them."""
+    api = client.ApiextensionsV1Api(cluster.api_client)
+    count = 0
+    for doc in all_crds().values():
+        stored = json.loads(api.read_custom_resource_definition(doc["metadata"]["name"], _preload_content=False).data)
+        count += json.dumps(stored).count(f'"{VALIDATIONS_KEY}"')
+    return count
+
+
+def test_the_current_server_takes_every_rule(current_kube_cluster):
+    generated = sum(json.dumps(doc).count(f'"{VALIDATIONS_KEY}"') for doc in all_crds().values())
+    assert generated >= 8
+    assert _installed_rules(current_kube_cluster) == generated
+
+
+def test_an_old_server_takes_the_set_without_rules_as_documented(kube_cluster):
+    """docs/install.md: before 1.28, kubectl refuses crds/ and installs crds/pre-1.28/. The
+    fallback tests below run on this server with that set: a server without the rules."""
+    refused = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(ROOT / "crds"))
+    assert refused.returncode != 0
+    assert 'unknown field "x-kubernetes-validations"' in refused.stderr, refused.stderr
+    taken = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(ROOT / "crds" / WITHOUT_RULES))
+    assert taken.returncode == 0, taken.stderr
+    assert _installed_rules(kube_cluster) == 0
+
+
+@pytest.mark.parametrize("kind,spec,name,good_spec,good_name,field,message", RULES)
+def test_current_server_refuses_with_the_rule_message_and_accepts_the_fix(
+        current_kube_cluster, kind, spec, name, good_spec, good_name, field, message):
+    namespace = _new_namespace(current_kube_cluster)
+    bad = current_kube_cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(manifest(kind, spec, name)))
+    assert bad.returncode != 0, f"accepted: {spec}"
+    assert message in bad.stderr, bad.stderr
+    assert f"{field}:" in bad.stderr or f"{field} " in bad.stderr, bad.stderr
+    good = current_kube_cluster.kubectl("create", "-n", namespace, "-f", "-",
+                                        input=json.dumps(manifest(kind, good_spec, good_name)))
+    assert good.returncode == 0, good.stderr
+
+
+def test_a_refused_database_password_is_not_echoed(current_kube_cluster):
+    """CEL errors name the field and its type, never its value (a pattern's error quotes the value:
+    a git remote with a password is refused by REMOTE_PATTERN too, and that message shows it)."""
+    namespace = _new_namespace(current_kube_cluster)
+    spec = {"database": {"url": "postgres://flipt:hunter2@db/flipt"}}
+    bad = current_kube_cluster.kubectl("create", "-n", namespace, "-f", "-",
+                                       input=json.dumps(manifest("FliptStorage", spec, "p")))
+    assert bad.returncode != 0 and "must not hold a password" in bad.stderr, bad.stderr
+    assert "hunter2" not in bad.stderr, bad.stderr
+
+
+# The same mistakes on a server without the rules: stored, then reported by the operator. Storage
+# rules are checked for storages a server uses, so each gets an environment.
+FALLBACK = [
+    ("FliptStorage", "c", {"git": GIT, "cache": {"ttl": "5m"}}, "spec.cache", "CacheWithoutDatabase"),
+    ("FliptStorage", "r", {"database": {"url": PG}, "cache": {"backend": "redis"}}, "spec.cache.redis",
+     "RedisSettingsMissing"),
+    ("FliptStorage", "p", {"database": {"url": "postgres://flipt:hunter2@db/flipt"}}, "spec.database.url",
+     "PasswordInDatabaseURL"),
+    ("FliptStorage", "s", {"database": {"url": SQLITE}}, "spec.database.claimName", "SQLiteNeedsVolume"),
+    ("FliptStorage", "f", {"database": {"url": "file:/data/flipt.db", "claimName": "data"}}, "spec.database.url",
+     "SQLitePathNotOnVolume"),
+    ("FliptStorage", "flags.v1", {"memory": {}}, "metadata.name", "InvalidFliptIdentifier"),
+    ("FliptEnvironment", "prod.eu", None, "metadata.name", "InvalidFliptIdentifier"),
+    ("FliptCredential", "b", {"type": "basic", "secretRef": {"name": "git"}, "ssh": {"user": "deploy"}}, "spec.ssh",
+     "SSHSettingsWithoutSSHType"),
+]
+
+
+@pytest.mark.parametrize("kind,name,spec,field,reason", FALLBACK, ids=[f"{k}-{r}" for k, _, _, _, r in FALLBACK])
+def test_operator_reports_stalled_where_the_server_ignores_the_rules(
+        kube_cluster, operator, namespace, kind, name, spec, field, reason):
+    api = kube_cluster.api_client
+    if kind == "FliptStorage":
+        create_custom(api, namespace, "FliptStorage", name, spec)
+        create_custom(api, namespace, "FliptEnvironment", f"env-{uuid.uuid4().hex[:4]}", {"storage": name})
+    elif kind == "FliptEnvironment":
+        create_custom(api, namespace, "FliptEnvironment", name, {})
+    else:
+        put_secret(api, namespace, "git", {"username": "flipt", "password": "hunter2"})
+        create_custom(api, namespace, kind, name, spec)
+    obj = wait_for(lambda: condition_is(api, namespace, kind, name, "Stalled", "True", reason),
+                   timeout=30, message=f"{kind}/{name} Stalled {reason}")
+    stalled = condition(obj, "Stalled")
+    assert field in stalled["message"] or field.rsplit(".", 1)[-1] in stalled["message"], stalled
+    assert "hunter2" not in json.dumps(obj["status"])
+    assert condition(obj, "Ready")["status"] == "False"
