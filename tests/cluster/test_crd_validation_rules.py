@@ -169,3 +169,29 @@ def test_operator_reports_stalled_where_the_server_ignores_the_rules(
     assert field in stalled["message"] or field.rsplit(".", 1)[-1] in stalled["message"], stalled
     assert "hunter2" not in json.dumps(obj["status"])
     assert condition(obj, "Ready")["status"] == "False"
+
+
+def test_upgrading_to_the_rules_keeps_status_writes_of_objects_they_would_refuse(tmp_path):
+    """An object stored before the CRDs had rules (an upgrade from crds/pre-1.28/) may break one.
+    The operator must still write its Stalled status: the current server ratchets the rules
+    (a status write leaves spec as it was). A spec change that keeps the mistake is refused."""
+    from flipt_operator.devcluster.build import build_current_apiserver
+    from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
+
+    with LocalCluster(apiserver=str(build_current_apiserver())) as local:
+        api = local.api_client()
+        try:
+            apply_crds(ROOT / "crds" / WITHOUT_RULES, api_client=api)
+            create_custom(api, "default", "FliptStorage", "c", {"git": GIT, "cache": {"ttl": "5m"}})
+            apply_crds(ROOT / "crds", api_client=api)
+            custom = client.CustomObjectsApi(api)
+            status = {"status": {"conditions": [{
+                "type": "Stalled", "status": "True", "reason": "CacheWithoutDatabase", "message": "remove spec.cache",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+            custom.patch_namespaced_custom_object_status("flipt.io", "v1alpha1", "default", "fliptstorages", "c", status)
+            with pytest.raises(client.ApiException) as refused:
+                custom.patch_namespaced_custom_object("flipt.io", "v1alpha1", "default", "fliptstorages", "c",
+                                                      {"spec": {"git": {"pollInterval": "1m"}}})
+            assert refused.value.status == 422 and "spec.cache is for database storage only" in refused.value.body
+        finally:
+            api.close()
