@@ -59,9 +59,15 @@ RULES = [
     _rule("FliptStorage", {"database": {"url": "file:/data/flipt.db", "claimName": "data"}}, "f",
           {"database": {"url": "sqlite:///var/opt/flipt/data/flipt.db?_fk=1", "claimName": "data"}}, "f",
           "spec.database.url", "the SQLite file must be a path under /var/opt/flipt"),
+    _rule("FliptStorage", {"database": {"url": PG, "migrations": {"backup": {"enabled": True}}}}, "k",
+          {"database": {"url": PG, "migrations": {"backup": {"enabled": True, "claimName": "backups"}}}}, "k",
+          "spec.database.migrations.backup.claimName", "backup.claimName is required to back up a server database"),
     _rule("FliptStorage", {"git": {"remote": "https://flipt:hunter2@git.example.com/flags.git"}}, "g",
           {"git": {"remote": "https://flipt@git.example.com/flags.git"}}, "g", "spec.git.remote",
           "spec.git.remote must not hold a password"),
+    _rule("FliptStorage", {"local": {"path": "/var/opt/flipt/repos/flags", "claimName": "c"}}, "l",
+          {"local": {"path": "/var/opt/flipt/flags", "claimName": "c"}}, "l", "spec.local.path",
+          "spec.local.path must not be Flipt's data directory"),
     _rule("FliptStorage", {"memory": {}}, "flags.v1", {"memory": {}}, "flags-v1", "metadata.name",
           "metadata.name becomes a key of Flipt's configuration"),
     _rule("FliptEnvironment", {}, "prod.eu", {}, "prod-eu", "metadata.name",
@@ -134,7 +140,9 @@ def test_a_refused_database_password_is_not_echoed(current_kube_cluster):
 
 
 # The same mistakes on a server without the rules: stored, then reported by the operator. Storage
-# rules are checked for storages a server uses, so each gets an environment.
+# rules are checked for storages a server uses, so each gets an environment. The backup claim of a
+# server database is reported when a migration or import Job is built: test_database.py's
+# test_import_that_cannot_be_built_is_stalled_naming_the_field runs that mistake on this server.
 FALLBACK = [
     ("FliptStorage", "c", {"git": GIT, "cache": {"ttl": "5m"}}, "spec.cache", "CacheWithoutDatabase"),
     ("FliptStorage", "r", {"database": {"url": PG}, "cache": {"backend": "redis"}}, "spec.cache.redis",
@@ -144,6 +152,8 @@ FALLBACK = [
     ("FliptStorage", "s", {"database": {"url": SQLITE}}, "spec.database.claimName", "SQLiteNeedsVolume"),
     ("FliptStorage", "f", {"database": {"url": "file:/data/flipt.db", "claimName": "data"}}, "spec.database.url",
      "SQLitePathNotOnVolume"),
+    ("FliptStorage", "l", {"local": {"path": "/var/opt/flipt/repos/flags", "claimName": "c"}}, "spec.local.path",
+     "LocalPathConflict"),
     ("FliptStorage", "flags.v1", {"memory": {}}, "metadata.name", "InvalidFliptIdentifier"),
     ("FliptEnvironment", "prod.eu", None, "metadata.name", "InvalidFliptIdentifier"),
     ("FliptCredential", "b", {"type": "basic", "secretRef": {"name": "git"}, "ssh": {"user": "deploy"}}, "spec.ssh",

@@ -104,9 +104,11 @@ def test_every_kind_has_rules_and_each_says_what_to_fix():
         # the message names the field it is about
         assert re.search(r"\b(spec\.[a-zA-Z.]+|metadata\.name)\b", rule["message"]), rule["message"]
         assert "\n" not in rule["message"]
-        if "fieldPath" in rule:
-            field = rule["fieldPath"].lstrip(".")
-            assert field in node.get("properties", {}), (name, path, field)
+        if "fieldPath" in rule:  # the API server refuses a path to a field the schema does not have
+            target = node
+            for field in rule["fieldPath"].lstrip(".").split("."):
+                target = target.get("properties", {}).get(field)
+                assert target is not None, (name, path, rule["fieldPath"])
 
 
 def test_the_set_for_older_servers_has_no_rules_and_is_otherwise_the_same():
@@ -139,9 +141,9 @@ def test_every_string_a_rule_matches_has_a_max_length():
     for name, path, node, rule in _rules():
         for field in re.findall(r"self(?:\.(\w+))?\.matches\(", rule["rule"]):
             target = node["properties"][field] if field else node
-            assert target.get("type") == "string" and target.get("maxLength") == MAX_URL_LENGTH, (name, path, field)
+            assert target.get("type") == "string" and 0 < target.get("maxLength", 0) <= MAX_URL_LENGTH, (name, path, field)
             matched += 1
-    assert matched == 5
+    assert matched == 7
 
 
 def test_cel_pattern_is_a_raw_string_and_refuses_quotes():

@@ -19,6 +19,7 @@ from .common import (
     cel_pattern,
     validation_rules,
 )
+from .gitsync import REPOSITORIES_ROOT
 from .sync import ConflictInfo, FetchPolicy
 
 # Flipt's data directory in the server pod: the volume of spec.database.claimName is mounted here.
@@ -45,6 +46,24 @@ SQLITE_URL_PATTERN = r"^(file|sqlite):"
 SQLITE_ON_VOLUME_PATTERN = (
     SQLITE_URL_PATTERN + "(//)?" + DATA_DIR + r"(/([^/?.][^/?]*|[.][^/?.][^/?]*|[.][.][^/?]+))+([?].*)?$"
 )
+# A path segment other than "", "." and "..": with only these, a path means what it says.
+_PLAIN_SEGMENT = r"([^/.][^/]*|[.][^/.][^/]*|[.][.][^/]+)"
+
+
+def _ancestors_or_below(root: str) -> str:
+    """A pattern for `root`, any ancestor of it, and anything below it, written with plain
+    segments (repeated or trailing slashes allowed, as the operator's normalising check reads them)."""
+    parts = root.strip("/").split("/")
+    inner = f"/+{parts[-1]}(/+{_PLAIN_SEGMENT})*"
+    for part in reversed(parts[:-1]):
+        inner = f"/+{part}({inner})?"
+    return f"^(/+|{inner})/*$"
+
+
+# A local backend's path that is Flipt's data directory or above it, or the sidecar's
+# repositories (which lie inside the data directory) or below them. The operator's own check
+# (rules.servers, with posixpath.normpath) refuses these and more ("/var/opt/./flipt").
+LOCAL_PATH_TAKEN_PATTERN = _ancestors_or_below(REPOSITORIES_ROOT)
 # Bounds that keep the CEL rules' cost estimate within the API server's budget (a string without
 # maxLength is costed at the request size limit, 3 MiB).
 MAX_URL_LENGTH = 4096
@@ -138,6 +157,17 @@ class DatabaseSpec(ApiModel):
                     field_path=".claimName",
                 ),
                 ValidationRule(
+                    # With urlSecretRef the dialect is unknown here: the migration Job's builder says it.
+                    f"!has(self.url) || self.url.matches({cel_pattern(SQLITE_URL_PATTERN)}) || !has(self.migrations)"
+                    " || !has(self.migrations.backup) || !self.migrations.backup.enabled"
+                    " || has(self.migrations.backup.claimName)",
+                    "spec.database.migrations.backup.claimName is required to back up a server database "
+                    "(PostgreSQL, MySQL, CockroachDB): set a PersistentVolumeClaim for the backups, or set "
+                    "spec.database.migrations.backup.enabled to false.",
+                    reason="FieldValueRequired",
+                    field_path=".migrations.backup.claimName",
+                ),
+                ValidationRule(
                     f"!has(self.url) || !self.url.matches({cel_pattern(SQLITE_URL_PATTERN)})"
                     f" || self.url.matches({cel_pattern(SQLITE_ON_VOLUME_PATTERN)})",
                     f"spec.database.url: the SQLite file must be a path under {DATA_DIR}, the volume of "
@@ -192,10 +222,20 @@ class LocalSpec(ApiModel):
 
     path: str = Field(
         default="/var/opt/flipt/local",
+        max_length=MAX_URL_LENGTH,
         pattern=r"^/\S*$",
         description=(
             "Absolute path, inside the server pod, of the git repository Flipt keeps (backend.path); "
             "Flipt creates it on first start. Only Flipt writes it: changes made beside Flipt are not read."
+        ),
+        json_schema_extra=validation_rules(
+            ValidationRule(
+                f"!self.matches({cel_pattern(LOCAL_PATH_TAKEN_PATTERN)})",
+                f"spec.local.path must not be Flipt's data directory {DATA_DIR} or a folder above it, nor the "
+                f"git-sync repositories under {REPOSITORIES_ROOT}: give it a directory of its own, e.g. "
+                f"{DATA_DIR}/local.",
+                reason="FieldValueForbidden",
+            ),
         ),
     )
     claim_name: ObjectName = Field(description="PersistentVolumeClaim holding the repository, so it survives restarts.")
