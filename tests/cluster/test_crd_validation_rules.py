@@ -205,3 +205,14 @@ def test_upgrading_to_the_rules_keeps_status_writes_of_objects_they_would_refuse
             assert refused.value.status == 422 and "spec.cache is for database storage only" in refused.value.body
         finally:
             api.close()
+
+
+def test_kubectl_explain_states_the_rules_in_words(current_kube_cluster):
+    for field, words in (("fliptstorage.spec", "exactly one of spec.database"),
+                         ("fliptstorage.spec.cache", "database storage only"),
+                         ("fliptcredential.spec.ssh", "only with type ssh"),
+                         ("fliptstorage.spec.database.claimName", "required for SQLite")):
+        # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+        out = wait_for(lambda f=field: (r := current_kube_cluster.kubectl("explain", f)).returncode == 0 and r,
+                       timeout=30, message=f"kubectl explain {field}")
+        assert words in " ".join(out.stdout.split()), (field, out.stdout)

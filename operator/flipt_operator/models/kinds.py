@@ -73,7 +73,10 @@ STORAGE = KindInfo(
     kind="FliptStorage",
     plural="fliptstorages",
     short_names=("fstore",),
-    description="One storage backend of a Flipt server: a database, a git remote, a volume or memory.",
+    description=(
+        "One storage backend of a Flipt server: exactly one of spec.database, spec.git (a remote), "
+        "spec.local (a volume) or spec.memory. The name is the storage's key in Flipt's configuration: no dots."
+    ),
     spec=FliptStorageSpec,
     status=FliptStorageStatus,
     columns=_summary_columns(
@@ -89,7 +92,10 @@ ENVIRONMENT = KindInfo(
     kind="FliptEnvironment",
     plural="fliptenvironments",
     short_names=("fenv",),
-    description="One Flipt environment and the server that serves it.",
+    description=(
+        "One Flipt environment and the server that serves it. The name is the environment's key in "
+        "Flipt's configuration: no dots."
+    ),
     spec=FliptEnvironmentSpec,
     status=FliptEnvironmentStatus,
     columns=_summary_columns(

@@ -226,7 +226,8 @@ class LocalSpec(ApiModel):
         pattern=r"^/\S*$",
         description=(
             "Absolute path, inside the server pod, of the git repository Flipt keeps (backend.path); "
-            "Flipt creates it on first start. Only Flipt writes it: changes made beside Flipt are not read."
+            "Flipt creates it on first start. Only Flipt writes it: changes made beside Flipt are not read. "
+            f"Not {DATA_DIR} itself nor under {REPOSITORIES_ROOT} (the git-sync repositories)."
         ),
         json_schema_extra=validation_rules(
             ValidationRule(
