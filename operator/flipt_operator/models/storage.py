@@ -64,8 +64,8 @@ def _ancestors_or_below(root: str) -> str:
 # repositories (which lie inside the data directory) or below them. The operator's own check
 # (rules.servers, with posixpath.normpath) refuses these and more ("/var/opt/./flipt").
 LOCAL_PATH_TAKEN_PATTERN = _ancestors_or_below(REPOSITORIES_ROOT)
-# Bounds that keep the CEL rules' cost estimate within the API server's budget (a string without
-# maxLength is costed at the request size limit, 3 MiB).
+# The bound on every string a CEL rule matches: without one the API server costs it at the request
+# size limit (3 MiB); with it, what one request makes the rules' regular expressions read is small.
 MAX_URL_LENGTH = 4096
 BackendKind = Literal["database", "git", "local", "memory"]
 BACKENDS: tuple[BackendKind, ...] = ("database", "git", "local", "memory")
