@@ -216,3 +216,14 @@ def test_kubectl_explain_states_the_rules_in_words(current_kube_cluster):
         out = wait_for(lambda f=field: (r := current_kube_cluster.kubectl("explain", f)).returncode == 0 and r,
                        timeout=30, message=f"kubectl explain {field}")
         assert words in " ".join(out.stdout.split()), (field, out.stdout)
+
+
+def test_the_examples_and_the_documented_objects_pass_the_rules(current_kube_cluster):
+    from tests.cluster.test_docs_examples import BLOCKS
+
+    namespace = _new_namespace(current_kube_cluster)
+    documents = [*BLOCKS, *(p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml")))]
+    assert len(documents) > 3
+    for document in documents:
+        result = current_kube_cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=document)
+        assert result.returncode == 0, (document, result.stderr)
