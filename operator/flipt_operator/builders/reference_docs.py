@@ -86,7 +86,7 @@ def _validation_section(schema: dict[str, Any]) -> str:
     return (
         "\n## Validation rules\n\n"
         "CEL rules in the CRD (`x-kubernetes-validations`): from Kubernetes {0}.{1} on, the API server refuses an "
-        "object that breaks one, with this message. Older servers ignore them (install `crds/pre-{0}.{1}/` "
+        "object that breaks one, with this message. Older servers do not know them (install `crds/pre-{0}.{1}/` "
         "there); the operator then reports the same mistake as a `Stalled` condition.\n\n"
         "| Field | Rule | Message |\n|---|---|---|\n".format(*MIN_VERSION_FOR_RULES)
         + "\n".join(rows) + "\n"

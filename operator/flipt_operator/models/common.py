@@ -40,8 +40,9 @@ RuleReason = Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequ
 class ValidationRule:
     """A CEL rule the API server checks (`x-kubernetes-validations`, Kubernetes >= 1.28).
 
-    The CRDs carry it where a model declares it (`validation_rules`); older servers ignore it, so
-    each rule has an operator-side check in `rules/` that reports the same mistake as Stalled.
+    The CRDs carry it where a model declares it (`validation_rules`); older servers get the CRDs
+    without rules, so each rule has an operator-side check (in `rules/`, or the model's own
+    validation) that reports the same mistake as Stalled.
     `field_path` is relative to where the rule sits (".cache"); `message` names the field and the fix.
     """
 
