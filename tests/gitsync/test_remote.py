@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.gitsync.conftest import Sidecar, storage_config
-from tests.support.git_servers import GitDaemon, GitHttpServer, RemoteRepo, git
+from tests.gitsync.test_transports import ssh_credential
+from tests.support.git_servers import GitDaemon, GitHttpServer, RemoteRepo, SshServer, git
 from tests.support.gogit_standin import EXIT_CONFLICT, GoGitFliptStandin, standin_binary
 from tests.support.waiting import wait_for
 
@@ -213,6 +214,22 @@ def test_gogit_client_fetches_upstream_commits_and_its_write_lands_upstream(
     assert remote.head() == written.commit
     assert remote.read("default/features.yaml") == "flags: [flipt]"
     assert sidecar.storage()["fliptRevision"] == written.commit
+
+
+def test_gogit_client_through_the_sidecar_to_an_ssh_upstream(
+    ssh_server: SshServer, sidecars: SidecarFactory, tmp_path: Path, standin_path: Path
+) -> None:
+    remote = ssh_server.create_repo()
+    credential = ssh_credential(ssh_server, str(ssh_server.known_hosts))
+    sidecar = started(sidecars, storage_config(tmp_path, remote.url, credential=credential))
+    flipt = GoGitFliptStandin(standin_path, tmp_path / "flipt", sidecar.git_url())
+    assert flipt.fetch() == remote.head()
+    written = flipt.write("default/features.yaml", "flags: [over-ssh]\n")
+    assert written.code == 0 and remote.head() == written.commit, written
+    branch = flipt.run("create-branch", branch="flipt/staging/x", **{"from": "main"})
+    assert branch.code == 0 and git("rev-parse", "refs/heads/flipt/staging/x", cwd=remote.bare) == written.commit
+    assert flipt.run("delete-branch", branch="flipt/staging/x").code == 0
+    assert "flipt/staging/x" not in git("branch", "--list", cwd=remote.bare)
 
 
 def standin_behind_a_slow_poll(server: GitDaemon, sidecars: SidecarFactory, tmp_path: Path,
