@@ -117,6 +117,11 @@ def test_a_push_lands_upstream_before_it_is_acknowledged_and_branches_are_create
     assert git("rev-parse", "--verify", "-q", "refs/heads/flipt/production/new", cwd=remote.bare,
                check=False) == ""  # fmt: skip
     assert "flipt/production/new" not in git("ls-remote", "--heads", "origin", cwd=work)
+    # Upstream decides each ref on its own: an all-or-none push is not offered.
+    atomic = subprocess.run(["git", "push", "--atomic", "origin", "main:refs/heads/a", "main:refs/heads/b"],
+                            cwd=work, capture_output=True, text=True, check=False)  # fmt: skip
+    assert atomic.returncode != 0 and "atomic" in atomic.stderr
+    assert git("branch", "--list", "a", "b", cwd=remote.bare) == ""
 
 
 def test_a_push_behind_upstream_is_refused_as_non_fast_forward_and_nothing_moves(

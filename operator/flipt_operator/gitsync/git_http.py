@@ -25,7 +25,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from dulwich.protocol import ReceivableProtocol
+from dulwich.protocol import CAPABILITY_ATOMIC, ReceivableProtocol
 from dulwich.repo import Repo
 from dulwich.server import Backend, ReceivePackHandler, UploadPackHandler
 
@@ -66,6 +66,10 @@ class ForwardingReceivePackHandler(ReceivePackHandler):
     def __init__(self, backend: Backend, args: Sequence[str], proto: Any, forward: Forward, **kwargs: Any) -> None:
         super().__init__(backend, args, proto, **kwargs)
         self.forward = forward
+
+    def capabilities(self) -> Iterable[bytes]:
+        # Not `atomic`: upstream decides each ref on its own, so all-or-none is not ours to promise.
+        return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
 
     def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
         if any(new != ZERO.encode() for _old, new, _ref in refs):

@@ -246,7 +246,12 @@ class StorageSync:
 
     def _forward(self, updates: list[RefUpdate], tracker: ConnectionTracker) -> dict[str, str | None]:
         started = time.monotonic()
-        access = open_remote(self.storage, tracker)
+        try:
+            access = open_remote(self.storage, tracker)
+        except Exception as exc:  # e.g. an unreadable credential file: nothing was sent
+            outcome: dict[str, str | None] = {ref: f"not pushed: {describe_error(exc)}" for _old, _new, ref in updates}
+            self._after_forward(updates, outcome)
+            return outcome
         try:
             try:
                 outcome = self.repo.forward(access, updates)
