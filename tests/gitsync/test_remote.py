@@ -17,7 +17,7 @@ import pytest
 from tests.gitsync.conftest import Sidecar, storage_config
 from tests.gitsync.test_transports import ssh_credential
 from tests.support.git_servers import GitDaemon, GitHttpServer, RemoteRepo, SshServer, git
-from tests.support.gogit_standin import EXIT_CONFLICT, GoGitFliptStandin, standin_binary
+from tests.support.gogit_standin import EXIT_CONFLICT, GoGitFliptStandin, StandinResult, standin_binary
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -117,6 +117,10 @@ def test_a_push_lands_upstream_before_it_is_acknowledged_and_branches_are_create
     assert git("rev-parse", "--verify", "-q", "refs/heads/flipt/production/new", cwd=remote.bare,
                check=False) == ""  # fmt: skip
     assert "flipt/production/new" not in git("ls-remote", "--heads", "origin", cwd=work)
+    # Only branches are forwarded (Flipt pushes nothing else); a tag is refused, not half-done.
+    git("tag", "v1", cwd=work)
+    tag = push(work, "refs/tags/v1")
+    assert tag.returncode != 0 and "only branches" in tag.stdout + tag.stderr
     # Upstream decides each ref on its own: an all-or-none push is not offered.
     atomic = subprocess.run(["git", "push", "--atomic", "origin", "main:refs/heads/a", "main:refs/heads/b"],
                             cwd=work, capture_output=True, text=True, check=False)  # fmt: skip
@@ -293,29 +297,56 @@ def test_gogit_write_rejected_upstream_fails_for_the_client_and_loses_nothing(
     assert again.code == 0 and remote.head() == again.commit
 
 
+def write_at_once(clients: list[GoGitFliptStandin], writes: int) -> dict[tuple[int, int], StandinResult]:
+    """Each client fetches, then they write `writes` times each, all at once, each to its own file."""
+    for client in clients:
+        client.fetch()
+    results: dict[tuple[int, int], StandinResult] = {}
+
+    def write(i: int) -> None:
+        for n in range(writes):
+            results[(i, n)] = clients[i].write(f"env-{i}/features.yaml", f"flags: [{i}-{n}]\n", attempts=20)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
 def test_two_gogit_clients_pushing_at_once_both_land(
     git_daemon: GitDaemon, sidecars: SidecarFactory, tmp_path: Path, standin_path: Path
 ) -> None:
     remote = git_daemon.create_repo()
     sidecar = started(sidecars, storage_config(tmp_path, remote.url))
     clients = [GoGitFliptStandin(standin_path, tmp_path / f"flipt-{i}", sidecar.git_url()) for i in range(2)]
-    for client in clients:
-        client.fetch()
-    results: dict[int, object] = {}
-
-    def write(i: int) -> None:
-        for n in range(3):
-            results[(i, n)] = clients[i].write(f"env-{i}/features.yaml", f"flags: [{i}-{n}]\n", attempts=20)
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    failed = [r for r in results.values() if r.code != 0]  # type: ignore[attr-defined]
+    results = write_at_once(clients, 3)
+    failed = [r for r in results.values() if r.code != 0]
     assert not failed, failed
     assert len(results) == 6
     for i in range(2):
         assert remote.read(f"env-{i}/features.yaml") == f"flags: [{i}-2]"
-    landed = {r.commit for r in results.values()}  # type: ignore[attr-defined]
+    landed = {r.commit for r in results.values()}
     assert landed <= set(remote.log())  # every acknowledged write is in upstream's history
+
+
+def test_two_replicas_each_with_its_sidecar_never_acknowledge_a_write_upstream_lacks(
+    git_daemon: GitDaemon, sidecars: SidecarFactory, tmp_path: Path, standin_path: Path
+) -> None:
+    """Two pods: each Flipt pushes through its own sidecar to one upstream. Across sidecars only
+    upstream orders the pushes: a push that loses the race between its advertisement and its
+    forward is refused (`ng`, Flipt reports the error), never acknowledged and lost."""
+    remote = git_daemon.create_repo()
+    pods = [started(sidecars, storage_config(tmp_path / f"pod-{i}", remote.url)) for i in range(2)]
+    clients = [GoGitFliptStandin(standin_path, tmp_path / f"flipt-{i}", pod.git_url()) for i, pod in enumerate(pods)]
+    results = write_at_once(clients, 4)
+    assert len(results) == 8
+    history = set(remote.log())
+    acknowledged = [r for r in results.values() if r.code == 0]
+    refused = [r for r in results.values() if r.code != 0]
+    assert acknowledged and {r.commit for r in acknowledged} <= history
+    assert all(r.commit not in history for r in refused), refused
+    for i in range(2):
+        landed = [n for n in range(4) if results[(i, n)].code == 0]
+        assert remote.read(f"env-{i}/features.yaml") == f"flags: [{i}-{max(landed)}]"
