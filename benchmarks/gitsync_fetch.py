@@ -15,7 +15,7 @@ import time
 
 from gitsync_common import start_daemon, workdir
 
-from flipt_operator.clients.git import LocalRepository
+from flipt_operator.clients.git import MirrorRepository
 from flipt_operator.clients.git_transport import open_remote
 from flipt_operator.models.gitsync import GitSyncStorage
 from tests.support.git_servers import GIT_ENV, git
@@ -56,13 +56,13 @@ def main() -> None:
         print(f"generated {args.commits} commits x {args.files} files in {time.monotonic() - started:.1f}s")
         url = f"{daemon.base_url}/big.git"
         storage = GitSyncStorage(name="big", remote=url, repository_path=str(work / "sidecar"))
-        repo = LocalRepository(storage.repository_path, "main")
+        repo = MirrorRepository(storage.repository_path, "main")
         repo.open()
         started = time.monotonic()
         access = open_remote(storage)
         first = repo.fetch(access)
         access.close()
-        repo.publish(None, first.remote_head or "")
+        repo.publish(first.heads)
         print(f"sidecar initial clone {time.monotonic() - started:.1f}s")
         git("clone", "-q", "--bare", url, str(work / "gitclone.git"))
         writer = work / "writer"
@@ -80,10 +80,11 @@ def main() -> None:
             access = open_remote(storage)
             result = repo.fetch(access)
             access.close()
-            assert result.remote_head is not None
-            repo.publish(repo.local_head(), result.remote_head)  # git fetch updates its ref too
+            head = result.heads.get("refs/heads/main")
+            assert head is not None
+            repo.publish(result.heads)  # git fetch updates its ref too
             sidecar_seconds = time.monotonic() - started
-            assert result.received_objects and result.remote_head == git("rev-parse", "main", cwd=bare)
+            assert result.received_objects and head == git("rev-parse", "main", cwd=bare)
             ratios.append(sidecar_seconds / git_seconds)
             print(f"round {round_}: {args.new} new commits: sidecar fetch {sidecar_seconds * 1000:.0f} ms, "
                   f"git fetch {git_seconds * 1000:.0f} ms, ratio {ratios[-1]:.2f}")  # fmt: skip

@@ -123,8 +123,9 @@ def test_git_storage_wires_the_sidecar_and_secret_rotation_rolls_the_pods(kube_c
     assert "git-sync" in containers
     config = client.CoreV1Api(api).read_namespaced_config_map("flipt-config", namespace).data
     flipt = yaml.safe_load(config["default.yml"])
-    assert "remote" not in flipt["storage"]["flags"]  # the sidecar does all remote traffic
-    assert flipt["storage"]["flags"]["backend"]["type"] == "local"
+    # Flipt's remote is the sidecar on loopback; the upstream URL and the credential stay with the sidecar.
+    assert flipt["storage"]["flags"]["remote"] == "http://127.0.0.1:8091/flags.git"
+    assert "git.example.com" not in config["default.yml"] and "credentials" not in flipt
     assert "t0ken-value-never-shown" not in json.dumps(config)
     before = dep.spec.template.metadata.annotations["flipt.io/config-hash"]
     put_secret(api, namespace, "repo-token", {"token": "t0ken-value-rotated"})

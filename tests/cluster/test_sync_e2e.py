@@ -3,7 +3,6 @@ operator rendered, against a real git server, reporting through the operator int
 FliptStorage status on the real API server."""
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,8 @@ from kubernetes import client
 
 from flipt_operator.models.gitsync import GitSyncConfig
 from tests.support.deployments import read_deployment
-from tests.support.git_servers import flipt_commit, free_port, stop_process
+from tests.support.git_servers import free_port, stop_process
+from tests.support.gogit_standin import EXIT_CONFLICT, GoGitFliptStandin, standin_binary
 from tests.support.kube_objects import condition, condition_is, create_custom, get_custom, put_secret
 from tests.support.waiting import wait_for
 
@@ -32,8 +32,8 @@ def run_sidecar_like_the_pod(api, namespace: str, tmp_path: Path, secret_values:
     """Read the rendered sidecar config, map the pod's paths to local ones, start it."""
     data = client.CoreV1Api(api).read_namespaced_config_map("flipt-config", namespace).data
     config = GitSyncConfig.model_validate(yaml.safe_load(data["git-sync.yaml"]))
-    port = free_port()
-    local = config.model_copy(update={"listen_address": f"127.0.0.1:{port}"})
+    port, git_port = free_port(), free_port()
+    local = config.model_copy(update={"listen_address": f"127.0.0.1:{port}", "git_listen_address": f"127.0.0.1:{git_port}"})
     storages = []
     for storage in local.storages:
         updates = {"repository_path": str(tmp_path / "repos" / storage.name)}
@@ -53,9 +53,10 @@ def run_sidecar_like_the_pod(api, namespace: str, tmp_path: Path, secret_values:
     log = open(tmp_path / "git-sync.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "flipt_operator", "git-sync", "--config", str(tmp_path / "git-sync.yaml")],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "POD_NAME": "flipt-abc12"},
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "POD_NAME": "flipt-abc12", "FLIPT_GIT_SYNC_REFUSAL_GRACE_SECONDS": "1"},
     )
-    return process, port
+    return process, port, git_port
 
 
 def pretend_pod_runs(api, namespace: str, port: int) -> None:
@@ -98,7 +99,7 @@ def test_sidecar_state_reaches_fliptstorage_status(kube_cluster, operator, names
     # A pass may run before the second environment exists: wait for the config that has both.
     wait_for(rendered_for_both, timeout=30, message="rendered sidecar config with both storages")
 
-    sidecar, port = run_sidecar_like_the_pod(api, namespace, tmp_path, {"username": b"flipt", "password": password})
+    sidecar, port, git_port = run_sidecar_like_the_pod(api, namespace, tmp_path, {"username": b"flipt", "password": password})
     try:
         pretend_pod_runs(api, namespace, port)
         head = remote.head()
@@ -118,16 +119,19 @@ def test_sidecar_state_reaches_fliptstorage_status(kube_cluster, operator, names
         wait_for(lambda: storage_status(api, namespace, "strict-flags").get("sync", {}).get("revision") == new,
                  timeout=20, message="new remote revision in status")
 
-        # An overlapping local write: Flipt edits the file the remote also changed meanwhile.
-        sidecar.send_signal(signal.SIGSTOP)
+        # Flipt (its go-git stand-in) writes the file expecting the revision it has, while the
+        # remote changed that file: go-git gets a non-fast-forward, fetches, and refuses the write.
+        flipt = GoGitFliptStandin(standin_binary(), tmp_path / "flipt", f"http://127.0.0.1:{git_port}/strict-flags.git")
+        expected = flipt.fetch()
+        assert expected == new
         remote_side = remote.commit({FEATURES: flags("remote-v3")}, "remote edit 2")
-        local_side = flipt_commit(tmp_path / "repos" / "strict-flags", {FEATURES: flags("local-v3")})
-        sidecar.send_signal(signal.SIGCONT)
+        written = flipt.write(FEATURES, flags("local-v3"), expect_revision=expected)
+        assert written.code == EXIT_CONFLICT, written
         obj = wait_for(lambda: condition_is(api, namespace, "FliptStorage", "strict-flags", "Conflict", "True"),
                        timeout=30, message="Conflict=True")
         conflict = obj["status"]["sync"]["conflict"]
         assert conflict["files"] == [FEATURES]
-        assert conflict["localRevision"] == local_side and conflict["remoteRevision"] == remote_side
+        assert conflict["localRevision"] == expected and conflict["remoteRevision"] == remote_side
         assert FEATURES in condition(obj, "Conflict")["message"]
         assert remote.read(FEATURES).strip() == flags("remote-v3").strip()  # nothing pushed
 

@@ -18,7 +18,7 @@ import yaml
 from flipt_operator.gitsync.loop import StorageSync
 from flipt_operator.gitsync.metrics import SyncMetrics
 from flipt_operator.models.gitsync import GitSyncStorage
-from tests.support.git_servers import free_port
+from tests.support.git_servers import commit_objects, free_port
 from tests.support.waiting import wait_for
 
 SyncFactory = Callable[..., StorageSync]
@@ -32,6 +32,15 @@ def storage_config(tmp_path: Path, remote: str, name: str = "flags", **fields: A
         "pollInterval": "0.2s",
         **fields,
     }
+
+
+async def push_through(sync: StorageSync, files: dict[str, str | None], message: str = "flipt write",
+                       ref: str = "refs/heads/main") -> tuple[str, str | None]:  # fmt: skip
+    """A write of Flipt's as the sidecar gets it: the commit's objects in the mirror, then the
+    update forwarded upstream. Returns (commit, why it was refused or None)."""
+    old, new = commit_objects(sync.storage.repository_path, files, message, ref.removeprefix("refs/heads/"))
+    outcome = await sync.forward([(old, new, ref)])
+    return new, outcome[ref]
 
 
 @pytest.fixture
@@ -56,8 +65,11 @@ class Sidecar:
     def __init__(self, workdir: Path, storages: list[dict[str, Any]], env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.git_port = free_port()
         self.config_path = workdir / "git-sync.yaml"
-        self.config_path.write_text(yaml.safe_dump({"listenAddress": f"127.0.0.1:{self.port}", "storages": storages}))
+        self.config_path.write_text(yaml.safe_dump({"listenAddress": f"127.0.0.1:{self.port}",
+                                                    "gitListenAddress": f"127.0.0.1:{self.git_port}",
+                                                    "storages": storages}))  # fmt: skip
         self.log_path = workdir / f"sidecar-{self.port}.log"
         self.env = {**os.environ, "POD_NAME": "flipt-0", "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -70,6 +82,10 @@ class Sidecar:
         )  # fmt: skip
         log.close()
         return self
+
+    def git_url(self, storage: str = "flags") -> str:
+        """The remote Flipt is given for a storage: the sidecar's smart HTTP."""
+        return f"http://127.0.0.1:{self.git_port}/{storage}.git"
 
     def get(self, path: str) -> tuple[int, str]:
         try:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.gitsync.conftest import SyncFactory
-from tests.support.git_servers import GitDaemon, flipt_commit
+from tests.gitsync.conftest import SyncFactory, push_through
+from tests.support.git_servers import GitDaemon
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +47,25 @@ async def test_strict_failure_later_makes_it_not_ready_until_the_remote_is_back(
     assert sync.state.ready and sync.state.revision == new and not sync.state.degraded
 
 
-async def test_lenient_keeps_serving_degraded_and_pushes_when_back(git_daemon: GitDaemon, make_sync: SyncFactory) -> None:
+async def test_lenient_keeps_serving_degraded_refuses_writes_and_takes_them_when_back(
+    git_daemon: GitDaemon, make_sync: SyncFactory
+) -> None:
     remote = git_daemon.create_repo()
     sync = make_sync(remote.url, fetchPolicy="lenient")
     await sync.step()
+    served = sync.state.revision
     git_daemon.stop()
-    local = flipt_commit(sync.storage.repository_path, {"offline.yaml": "1\n"})
     await sync.step()
     assert sync.state.ready and sync.state.degraded and sync.state.last_error
-    assert sync.state.revision == local
+    assert sync.state.revision == served and sync.serves_git()
+    _commit, refused = await push_through(sync, {"offline.yaml": "1\n"})
+    assert refused is not None and "not pushed" in refused  # never acknowledged while upstream is down
+    assert sync.repo.head() == served
     git_daemon.start()
     await sync.step()
-    assert sync.state.ready and not sync.state.degraded and remote.head() == local
+    assert sync.state.ready and not sync.state.degraded
+    commit, refused = await push_through(sync, {"offline.yaml": "1\n"})
+    assert refused is None and remote.head() == commit
 
 
 @pytest.mark.parametrize(("policy", "ready"), [("lenient", True), ("strict", False)])

@@ -12,7 +12,7 @@ import pytest
 
 from flipt_operator.clients.git_hooks import PAUSE_AT_ENV, PAUSE_FILE_ENV
 from tests.gitsync.conftest import Sidecar, SyncFactory, storage_config
-from tests.support.git_servers import GitDaemon, GitHttpServer, flipt_commit, git
+from tests.support.git_servers import GitDaemon, GitHttpServer, git
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_endpoints_polling_and_json_logs(git_daemon: GitDaemon, sidecars: Sideca
     assert time.monotonic() - started < 5
     metrics = sidecar.get("/metrics")[1]
     for name in ("flipt_git_sync_syncs_total", "flipt_git_sync_fetch_duration_seconds_bucket",
-                 "flipt_git_sync_last_success_timestamp_seconds", "flipt_git_sync_ahead_commits",
+                 "flipt_git_sync_last_success_timestamp_seconds",
                  "flipt_git_sync_behind_commits", "flipt_git_sync_conflict"):  # fmt: skip
         assert name in metrics
     assert 'result="fetch_error"' in metrics and 'result="success"' in metrics
@@ -106,8 +106,13 @@ def test_secret_values_never_reach_logs_or_status(
     sidecar.wait_up()
     wait_for(lambda: sidecar.storage("good")["ready"] and sidecar.storage("bad")["lastError"]
              and sidecar.storage("tokened")["lastError"], message="all storages tried")  # fmt: skip
-    flipt_commit(tmp_path / "volume" / "good", {"x.yaml": "1\n"})
-    wait_for(lambda: sidecar.storage("good")["ahead"] == 0 and good.head() == sidecar.storage("good")["revision"])
+    work = tmp_path / "good-clone"
+    git("clone", "-q", sidecar.git_url("good"), str(work))
+    (work / "x.yaml").write_text("1\n")
+    git("add", "x.yaml", cwd=work)
+    git("commit", "-q", "-m", "x", cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)  # forwarded with the credential
+    assert good.head() == git("rev-parse", "HEAD", cwd=work) == sidecar.storage("good")["revision"]
     captured = sidecar.logs() + sidecar.get("/status")[1] + sidecar.get("/metrics")[1] + sidecar.get("/readyz")[1]
     sidecar.stop()
     captured += sidecar.logs()
@@ -131,7 +136,7 @@ def kill_at(sidecars: SidecarFactory, tmp_path: Path, storages: list[dict], stag
 
 
 def restart(sidecars: SidecarFactory, storages: list[dict]) -> Sidecar:
-    return sidecars(storages, env={"FLIPT_GIT_SYNC_STALE_LOCK_SECONDS": "1"}).start().wait_up()
+    return sidecars(storages).start().wait_up()
 
 
 def assert_clean_repository(path: Path) -> None:
@@ -151,7 +156,7 @@ def test_kill_mid_fetch_of_the_first_clone(git_daemon: GitDaemon, sidecars: Side
     assert_clean_repository(tmp_path / "volume" / "flags")
 
 
-@pytest.mark.parametrize("stage", ["mid-publish", "mid-ref-update"])
+@pytest.mark.parametrize("stage", ["mid-publish"])
 def test_kill_while_updating_refs(
     git_daemon: GitDaemon, sidecars: SidecarFactory, make_sync: SyncFactory, tmp_path: Path, stage: str
 ) -> None:
@@ -165,26 +170,30 @@ def test_kill_while_updating_refs(
     assert_clean_repository(tmp_path / "volume" / "flags")
 
 
-async def test_kill_mid_replay_and_after_push_lose_no_local_commit(
-    git_daemon: GitDaemon, sidecars: SidecarFactory, make_sync: SyncFactory, tmp_path: Path
+def test_kill_after_upstream_accepted_a_push_loses_nothing(
+    git_daemon: GitDaemon, sidecars: SidecarFactory, tmp_path: Path
 ) -> None:
+    """Killed between upstream's acceptance and the reply: the client sees a failure (never a
+    false success), upstream has the write, and the restarted sidecar serves it."""
     remote = git_daemon.create_repo()
     storages = [storage_config(tmp_path, remote.url)]
-    sync = make_sync(remote.url)
-    await sync.step()
-    sync.close()
-    local_path = tmp_path / "volume" / "flags"
-    remote.commit({"remote.yaml": "r\n"})
-    flipt_commit(local_path, {"local-1.yaml": "l1\n"})
-    kill_at(sidecars, tmp_path, storages, "mid-replay")
-    flipt_commit(local_path, {"local-2.yaml": "l2\n"})  # Flipt writes while the sidecar is down
-    kill_at(sidecars, tmp_path, storages, "after-push")
-    assert remote.read("local-1.yaml") == "l1"  # the push happened, recording it did not
-    sidecar = restart(sidecars, storages)
-    wait_for(lambda: sidecar.storage()["ahead"] == 0 and sidecar.storage()["revision"] == remote.head(),
-             message="in step after restart")  # fmt: skip
-    for path, text in (("remote.yaml", "r"), ("local-1.yaml", "l1"), ("local-2.yaml", "l2")):
-        assert remote.read(path) == text
-    assert sidecar.storage().get("conflict") is None
-    sidecar.stop()
-    assert_clean_repository(local_path)
+    env, marker = pause_env(tmp_path, "after-forward")
+    sidecar = sidecars(storages).start(extra_env=env).wait_up()
+    wait_for(lambda: sidecar.storage()["ready"], message="ready")
+    work = tmp_path / "clone"
+    git("clone", "-q", sidecar.git_url(), str(work))
+    (work / "local.yaml").write_text("l1\n")
+    git("add", "local.yaml", cwd=work)
+    git("commit", "-q", "-m", "local", cwd=work)
+    mine = git("rev-parse", "HEAD", cwd=work)
+    pushing = subprocess.Popen(["git", "push", "-q", "origin", "main"], cwd=work, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    wait_for(marker.exists, timeout=30, message="sidecar paused after forwarding")
+    sidecar.kill9()
+    assert pushing.wait(timeout=30) != 0  # not acknowledged
+    assert remote.head() == mine  # but upstream has it
+    restarted = restart(sidecars, storages)
+    wait_for(lambda: restarted.storage()["revision"] == mine, message="served after restart")
+    assert git("ls-remote", restarted.git_url(), "refs/heads/main", cwd=work).startswith(mine)
+    restarted.stop()
+    assert_clean_repository(tmp_path / "volume" / "flags")

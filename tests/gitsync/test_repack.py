@@ -12,9 +12,9 @@ from dulwich.repo import Repo
 
 from flipt_operator.clients.git_repack import RECORD_NAME
 from flipt_operator.gitsync.loop import REPACK_GRACE_ENV, REPACK_PACKS_ENV
-from tests.gitsync.conftest import Sidecar, SyncFactory, storage_config
+from tests.gitsync.conftest import Sidecar, SyncFactory, push_through, storage_config
 from tests.gitsync.test_process import assert_clean_repository, pause_env
-from tests.support.git_servers import GitDaemon, flipt_commit, git, read_committed
+from tests.support.git_servers import GitDaemon, git, read_committed
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,23 +40,24 @@ async def test_many_fetches_keep_the_pack_count_bounded_and_every_ref_complete(
     sync = make_sync(remote.url)
     await sync.step()
     path = Path(sync.storage.repository_path)
-    # a commit only a kept ref reaches, fetched into a pack and then force-pushed away
+    # a commit only a ref outside refs/heads reaches, fetched into a pack and then force-pushed away
     before = remote.head()
     dropped = remote.commit({"dropped.yaml": "gone\n"})
     await sync.step()
     remote.force_to(before)
     await sync.step()
-    git("update-ref", f"refs/flipt-sync/kept/{dropped}", dropped, cwd=path)
-    # a Flipt object written but not yet referenced (Flipt between its object and ref writes)
+    git("update-ref", f"refs/keep/{dropped}", dropped, cwd=path)
+    # an object received from a push whose ref has not moved yet
     with Repo(str(path)) as repo:
         pending = Blob.from_string(b"flipt is writing this\n")
         repo.object_store.add_object(pending)
     most = 0
     for i in range(14):
         remote.commit({f"remote-{i}.yaml": f"{i}\n"})
-        if i % 3 == 0:
-            flipt_commit(path, {f"local-{i}.yaml": f"{i}\n"})  # loose objects, then pushed
         await sync.step()
+        if i % 3 == 0:
+            _commit, refused = await push_through(sync, {f"local-{i}.yaml": f"{i}\n"})  # loose objects, then pushed
+            assert refused is None, refused
         assert sync.state.ready and sync.state.last_error is None, sync.state.last_error
         most = max(most, len(packs(path)))
     assert most <= 4 + 2  # the threshold, the consolidated pack and one fetched since
@@ -65,7 +66,7 @@ async def test_many_fetches_keep_the_pack_count_bounded_and_every_ref_complete(
     for sha in all_refs(path).values():
         git("cat-file", "-e", sha, cwd=path)
         git("rev-list", "--objects", sha, cwd=path)  # fails if any object under it is missing
-    assert f"refs/flipt-sync/kept/{dropped}" in all_refs(path)
+    assert f"refs/keep/{dropped}" in all_refs(path)
     assert read_committed(path, "local-12.yaml") == "12\n" and remote.read("local-12.yaml") == "12"
     assert git("cat-file", "-t", pending.id.decode(), cwd=path) == "blob"
 
@@ -127,7 +128,7 @@ async def test_a_ref_moved_onto_a_replaced_pack_during_the_grace_period_keeps_it
     repo = sync.repo
     repo.repack_threshold, repo.repack_grace_seconds = 1, 60
     assert repo.maintain(now=1000.0)
-    git("update-ref", "refs/flipt-sync/kept/by-hand", orphan, cwd=path)  # e.g. a person restoring it
+    git("update-ref", "refs/keep/by-hand", orphan, cwd=path)  # e.g. a person restoring it
     assert repo.maintain(now=1100.0)
     git("rev-list", "--objects", orphan, cwd=path)
     assert_clean_repository(path)

@@ -6,46 +6,50 @@ import random
 
 import pytest
 
+from flipt_operator.gitsync.flipt_view import FliptView
 from flipt_operator.rules.gitsync import (
-    SyncAction,
-    SyncFacts,
-    conflicting_files,
     redact_url,
     retry_delay,
     scrub,
+    settled_push,
     storage_ready,
 )
 
-L, R, B = "l" * 40, "r" * 40, "b" * 40
+A, B, C = "a" * 40, "b" * 40, "c" * 40
 
 
-@pytest.mark.parametrize(
-    ("facts", "action"),
-    [
-        (SyncFacts(local=None, remote=R, base=None), SyncAction.FOLLOW_REMOTE),
-        (SyncFacts(local=R, remote=R, base=B), SyncAction.NOTHING),
-        (SyncFacts(local=L, remote=R, base=L, local_in_remote=True, local_in_base=True), SyncAction.FOLLOW_REMOTE),
-        (SyncFacts(local=L, remote=R, base=R, remote_in_local=True), SyncAction.PUSH_LOCAL),
-        (SyncFacts(local=L, remote=R, base=B), SyncAction.CHECK_FILES),
-        # force-push: nothing unpushed -> follow; unpushed commits -> conflict, even if pushing would "work"
-        (SyncFacts(local=B, remote=R, base=B, base_in_remote=False, local_in_base=True), SyncAction.FOLLOW_REMOTE),
-        (SyncFacts(local=L, remote=R, base=B, base_in_remote=False), SyncAction.REWRITTEN_CONFLICT),
-        (SyncFacts(local=L, remote=R, base=B, base_in_remote=False, remote_in_local=True), SyncAction.REWRITTEN_CONFLICT),
-        # empty remote: the first push creates the branch; a vanished branch is only reported
-        (SyncFacts(local=L, remote=None, base=None), SyncAction.PUSH_LOCAL),
-        (SyncFacts(local=L, remote=None, base=B), SyncAction.NO_REMOTE_BRANCH),
-        (SyncFacts(local=None, remote=None, base=None), SyncAction.NO_REMOTE_BRANCH),
-    ],
-)
-def test_plan_sync(facts: SyncFacts, action: SyncAction) -> None:
-    from flipt_operator.rules.gitsync import plan_sync
-
-    assert plan_sync(facts) is action
+def test_settled_push_is_decided_by_upstreams_ref_read_again() -> None:
+    assert settled_push(B, B) is None  # upstream holds what was pushed: it landed
+    assert settled_push(None, None) is None  # a deletion that happened
+    assert "not pushed" in (settled_push(B, A) or "")  # still at the old value
+    assert "absent" in (settled_push(B, None) or "")
 
 
-def test_conflicting_files_is_the_sorted_intersection() -> None:
-    assert conflicting_files({"b/features.yaml", "a/features.yaml"}, ["a/features.yaml", "c"]) == ["a/features.yaml"]
-    assert conflicting_files({"a"}, {"b"}) == []
+def test_flipt_view_tracks_what_flipt_fetched_and_pushed() -> None:
+    view = FliptView()
+    view.offered({"refs/heads/main": A, "refs/heads/other": C})
+    view.fetched([A])
+    assert view.refs == {"refs/heads/main": A}  # only what it asked for
+    view.offered({"refs/heads/main": A})  # nothing new: it asks for nothing, still at A
+    assert view.refs["refs/heads/main"] == A
+    view.pushed("refs/heads/main", B)
+    view.offered({"refs/heads/main": B})
+    assert view.refs["refs/heads/main"] == B
+
+
+def test_a_push_attempt_without_push_or_retry_is_a_refusal_after_the_grace() -> None:
+    view = FliptView(refs={"refs/heads/main": A}, has={A})
+    view.push_attempt({"refs/heads/main": B}, now=0)
+    assert view.refused(now=1, grace=5) is None
+    refused = view.refused(now=6, grace=5)
+    assert refused is not None and refused.behind == {"refs/heads/main": (A, B)}
+    assert view.refused(now=20, grace=5) is None  # reported once
+    # A retry (a new attempt) or a push ends an attempt without a refusal.
+    view.push_attempt({"refs/heads/main": B}, now=0)
+    view.push_received()
+    assert view.refused(now=10, grace=5) is None
+    view.push_attempt({"refs/heads/main": A}, now=0)  # Flipt is at upstream's head: nothing to refuse
+    assert view.refused(now=10, grace=5) is None
 
 
 def test_retry_delay_doubles_and_is_capped() -> None:

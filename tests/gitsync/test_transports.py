@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flipt_operator.gitsync.loop import StorageSync
-from tests.gitsync.conftest import SyncFactory
-from tests.support.git_servers import GitHttpServer, RemoteRepo, SshServer, flipt_commit
+from tests.gitsync.conftest import SyncFactory, push_through
+from tests.support.git_servers import GitHttpServer, RemoteRepo, SshServer
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,8 @@ async def test_http_basic_auth_fetch_and_push(git_http_server: GitHttpServer, ma
     sync = make_sync(remote.url, credential=basic_credential(tmp_path, "flipt", PASSWORD))
     await sync.step()
     assert sync.state.ready, sync.state.last_error
-    local = flipt_commit(sync.storage.repository_path, {"x.yaml": "1\n"})
-    await sync.step()
+    local, refused = await push_through(sync, {"x.yaml": "1\n"})
+    assert refused is None, refused
     assert remote.head() == local
 
 
@@ -124,8 +124,8 @@ async def test_ssh_with_known_hosts_fetches_and_pushes(ssh_server: SshServer, ma
     sync = make_sync(remote.url, credential=ssh_credential(ssh_server, str(ssh_server.known_hosts)))
     await sync.step()
     assert sync.state.ready, sync.state.last_error
-    local = flipt_commit(sync.storage.repository_path, {"x.yaml": "1\n"})
-    await sync.step()
+    local, refused = await push_through(sync, {"x.yaml": "1\n"})
+    assert refused is None, refused
     assert remote.head() == local
 
 
@@ -182,8 +182,8 @@ async def test_ssh_encrypted_identity_with_its_passphrase_file_fetches_and_pushe
     remote.commit({"remote.yaml": "r\n"})
     await sync.step()
     assert sync.state.revision == remote.head()
-    local = flipt_commit(sync.storage.repository_path, {"x.yaml": "1\n"})
-    await sync.step()
+    local, refused = await push_through(sync, {"x.yaml": "1\n"})
+    assert refused is None, refused
     assert remote.head() == local and sync.state.last_error is None
 
 
@@ -205,8 +205,8 @@ async def test_ssh_wrong_passphrase_is_a_clear_error_without_it_and_a_rotated_fi
     with caplog.at_level(logging.DEBUG):
         await sync.step()
     assert sync.state.ready and sync.state.last_error is None, sync.state.last_error
-    local = flipt_commit(sync.storage.repository_path, {"x.yaml": "1\n"})
-    await sync.step()
+    local, refused = await push_through(sync, {"x.yaml": "1\n"})
+    assert refused is None, refused
     assert remote.head() == local
     captured = caplog.text + sync.state.model_dump_json() + error
     for secret in ("first-passphrase-never-print", "second-passphrase-never-print"):

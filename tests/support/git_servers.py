@@ -8,13 +8,12 @@ Fixtures (function-scoped, each in its own temporary directory):
 
 Each serves bare repositories under its `root`; `create_repo(name)` makes one with a first
 commit and returns a `RemoteRepo` to change it as another user of the remote would.
-`flipt_commit` writes to a local repository the way Flipt (go-git) does.
+`commit_objects` writes a commit into a repository without moving a ref (a received push).
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import pwd
 import shutil
@@ -245,6 +244,11 @@ class _CgiBridge(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
         result = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+        if self.server.lose_push_replies and path.endswith("/git-receive-pack"):  # type: ignore[attr-defined]
+            # The push was applied; its reply is lost on the wire (the connection is cut).
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         head, payload = _split_cgi_output(result.stdout)
         status, headers = 200, []
         for line in head.decode("latin-1").splitlines():
@@ -276,6 +280,7 @@ class _GitHttpServer(ThreadingHTTPServer):
     root: Path
     users: dict[str, str]
     down = False
+    lose_push_replies = False
 
 
 @dataclass
@@ -290,6 +295,11 @@ class GitHttpServer(GitServer):
         connections, so a client with a pooled connection would never notice."""
         assert self._server is not None
         self._server.down = down
+
+    def lose_push_replies(self, lose: bool = True) -> None:
+        """Apply pushes but cut the connection instead of answering them (a reply lost on the wire)."""
+        assert self._server is not None
+        self._server.lose_push_replies = lose
 
 
 def _start_http_server(root: Path, tls_dir: Path | None) -> tuple[_GitHttpServer, GitHttpServer]:
@@ -454,38 +464,25 @@ def ssh_server(tmp_path: Path) -> Iterator[SshServer]:
 # -- the Flipt side -------------------------------------------------------------------------------------
 
 
-def flipt_commit(repo_path: str | Path, files: dict[str, str | None], message: str = "flipt write",
-                 branch: str = "main") -> str:  # fmt: skip
-    """Commit like Flipt (go-git) does on its local backend: objects first, then an in-place,
-    flock-protected compare-and-swap of `refs/heads/<branch>`. Retries a lost race."""
+def commit_objects(repo_path: str | Path, files: dict[str, str | None], message: str = "flipt write",
+                   branch: str = "main") -> tuple[str, str]:  # fmt: skip
+    """A commit on the branch's head written into the repository's objects, no ref moved (as a
+    pack received from a client is, before the push is decided). Returns (parent, commit)."""
     with Repo(str(repo_path)) as repo:
-        ref_path = os.path.join(repo.controldir(), "refs", "heads", branch)
-        for _ in range(50):
-            with open(ref_path, "rb") as f:
-                parent = f.read().strip()
-            tree = repo[repo[parent].tree]
-            assert isinstance(tree, Tree)
-            for path, content in files.items():
-                tree = _tree_with(repo, tree, path.encode().split(b"/"), content)
-            commit = Commit()
-            commit.tree = tree.id
-            commit.parents = [parent]
-            commit.author = commit.committer = b"Flipt <dev@flipt.io>"
-            commit.author_time = commit.commit_time = int(time.time())
-            commit.author_timezone = commit.commit_timezone = 0
-            commit.message = message.encode()
-            repo.object_store.add_object(commit)
-            fd = os.open(ref_path, os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.pread(fd, 100, 0).strip() != parent:
-                    continue  # lost the race, as go-git's CheckAndSetReference would report
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, commit.id + b"\n", 0)
-                return commit.id.decode()
-            finally:
-                os.close(fd)
-    raise RuntimeError("flipt_commit kept losing the race")
+        parent = repo.refs[f"refs/heads/{branch}".encode()]
+        tree = repo[repo[parent].tree]
+        assert isinstance(tree, Tree)
+        for path, content in files.items():
+            tree = _tree_with(repo, tree, path.encode().split(b"/"), content)
+        commit = Commit()
+        commit.tree = tree.id
+        commit.parents = [parent]
+        commit.author = commit.committer = b"Flipt <dev@flipt.io>"
+        commit.author_time = commit.commit_time = int(time.time())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = message.encode()
+        repo.object_store.add_object(commit)
+        return parent.decode(), commit.id.decode()
 
 
 def _tree_with(repo: Repo, tree: Tree, parts: list[bytes], content: str | None) -> Tree:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import yaml
+
 from flipt_operator.builders.flipt_config import flipt_config, flipt_env
-from flipt_operator.models.gitsync import REPOSITORIES_ROOT
 from tests.support.servers import credential, database, env, git, ok_plan, storage
 
 PG = "postgres://flipt@db:5432/flipt?sslmode=disable"
 
 
-def test_v2_git_storage_is_served_from_the_sidecar_repository():
+def test_v2_git_storage_has_the_sidecar_as_its_remote():
     p = ok_plan(
         {
             "production": env(storage="flags", directory="production", default=True, displayName="Production"),
@@ -23,10 +24,13 @@ def test_v2_git_storage_is_served_from_the_sidecar_repository():
     assert config["version"] == "2.0"
     assert config["server"] == {"protocol": "http", "host": "0.0.0.0", "http_port": 8080, "grpc_port": 9000}
     assert config["log"] == {"level": "INFO", "encoding": "json"}
+    # Flipt's remote is the sidecar on loopback: no upstream URL, no credential, a short poll.
     assert config["storage"] == {
-        "flags": {"backend": {"type": "local", "path": f"{REPOSITORIES_ROOT}/flags"}, "branch": "release"}
+        "flags": {"remote": "http://127.0.0.1:8091/flags.git", "branch": "release", "poll_interval": "1s",
+                  "fetch_policy": "strict", "backend": {"type": "memory"}}
     }
     assert "credentials" not in config
+    assert "git.example" not in yaml.safe_dump(config) and "gh-token" not in yaml.safe_dump(config)
     assert config["environments"] == {
         # the environment's key in Flipt is the object's name; displayName stays on the Kubernetes side
         "production": {"name": "production", "storage": "flags", "directory": "production", "default": True},

@@ -77,3 +77,16 @@ def test_before_the_first_poll_the_last_reported_state_is_kept():
     d = storage_status("flags", spec(), [], [], ["flipt"], None, None, previous=previous)
     assert d.fields["sync"] == {"revision": A}
     assert d.summary.reason == "Synced" and conditions(d)["Synced"].status is True
+
+
+def test_what_each_replicas_flipt_fetched_and_the_last_push_are_reported():
+    pushed = datetime(2026, 11, 21, 12, 5, tzinfo=UTC)
+    one = state(B).model_copy(update={"flipt_revision": B, "last_push_time": pushed})
+    two = state(B).model_copy(update={"flipt_revision": A, "last_push_time": T})
+    d = storage_status("flags", spec(), [], [], ["flipt"], None, [("pod-1", one), ("pod-2", two)])
+    sync = d.fields["sync"]
+    assert sync["revision"] == B and "fliptRevision" not in sync  # the Flipts disagree
+    assert {r["pod"]: r["fliptRevision"] for r in sync["replicas"]} == {"pod-1": B, "pod-2": A}
+    assert sync["lastPushTime"] == pushed.isoformat().replace("+00:00", "Z")
+    agreed = storage_status("flags", spec(), [], [], ["flipt"], None, [("pod-1", one)])
+    assert agreed.fields["sync"]["fliptRevision"] == B

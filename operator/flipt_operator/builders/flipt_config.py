@@ -2,18 +2,30 @@
 
 The config goes into a ConfigMap, so it never holds a Secret value: a database URL or a
 Redis password kept in a Secret reaches Flipt as an env var from that Secret (`flipt_env`).
-Git storages are served from the git-sync sidecar's repositories as local backends, with no
-remote and no credentials: the sidecar does all remote traffic (see docs/decisions.md).
+A git storage's remote is the git-sync sidecar in the same pod (smart HTTP on loopback), never
+the upstream URL: Flipt holds no upstream URL and no credentials, polls the sidecar and pushes its
+writes to it; the sidecar does all upstream traffic (see docs/decisions.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..models.gitsync import GIT_SERVE_HOST, GIT_SERVE_PORT
 from ..models.plan import GRPC_PORT, HTTP_PORT, STATE_DIR, ServerPlan, StoragePlan
-from .gitsync_config import repository_path
 
 CONFIG_KEY = "default.yml"
+# How often Flipt polls the sidecar (loopback; a poll that finds nothing new is one small GET).
+# Flipt's validation wants at least 1s.
+FLIPT_POLL_INTERVAL = "1s"
+# Flipt keeps its repository in memory: the persistent copy is the sidecar's mirror on the volume,
+# which Flipt clones over loopback at start (see docs/decisions.md; to re-measure with the real binary).
+FLIPT_GIT_BACKEND = "memory"
+
+
+def sidecar_remote(storage: str) -> str:
+    """The remote Flipt is given for a git storage: the sidecar's smart HTTP on loopback."""
+    return f"http://{GIT_SERVE_HOST}:{GIT_SERVE_PORT}/{storage}.git"
 
 
 def _common(version: str) -> dict[str, Any]:
@@ -28,7 +40,14 @@ def v2_storage(storage: StoragePlan) -> dict[str, Any]:
     """`storage.<id>` of a v2 config."""
     spec = storage.spec
     if spec.git is not None:
-        return {"backend": {"type": "local", "path": repository_path(storage.name)}, "branch": spec.git.branch}
+        return {
+            "remote": sidecar_remote(storage.name),
+            "branch": spec.git.branch,
+            "poll_interval": FLIPT_POLL_INTERVAL,
+            # Toward the sidecar: it answers only once it serves a revision under the storage's own policy.
+            "fetch_policy": "strict",
+            "backend": {"type": FLIPT_GIT_BACKEND},
+        }
     if spec.local is not None:
         return {"backend": {"type": "local", "path": spec.local.path}}
     if spec.memory is not None:

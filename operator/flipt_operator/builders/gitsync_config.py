@@ -26,7 +26,7 @@ _KEY_FIELDS = {
 
 
 def repository_path(storage: str) -> str:
-    """Repository of a git storage on the shared volume; Flipt serves it as a local backend."""
+    """The sidecar's mirror of a git storage on the data volume (Flipt reaches it over loopback HTTP)."""
     return posixpath.join(REPOSITORIES_ROOT, storage)
 
 

@@ -199,7 +199,8 @@ def flipt_container(plan: ServerPlan) -> dict[str, Any]:
 def _sidecar_mounts(plan: ServerPlan) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_PATH, "subPath": GITSYNC_KEY, "readOnly": True},
-        # The whole data volume, as Flipt sees it: the repositories live at REPOSITORIES_ROOT in both.
+        # The whole data volume (not a subPath: a kubelet-made subPath is root-owned); the mirrors
+        # live at REPOSITORIES_ROOT.
         {"name": _data_volume(plan), "mountPath": DATA_DIR},
         {"name": "git-sync-tmp", "mountPath": "/tmp"},
     ]

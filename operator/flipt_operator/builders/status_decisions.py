@@ -105,13 +105,15 @@ def _sync_status(spec: FliptStorageSpec, reports: Sequence[tuple[str, StorageSyn
         return SyncStatus(fetch_policy=git.fetch_policy)
     states = [s for _, s in reports]
     revisions = {s.revision for s in states}
+    flipt_revisions = {s.flipt_revision for s in states}
     errors = [s.last_error for s in states if s.last_error]
     conflicts = [s.conflict for s in states if s.conflict]
     fetched = [s.last_fetch_time for s in states if s.last_fetch_time]
+    pushed = [s.last_push_time for s in states if s.last_push_time]
     replicas: list[ReplicaSync] = []
-    if len(reports) > 1 and (len(revisions) > 1 or errors or conflicts):
+    if len(reports) > 1 and (len(revisions) > 1 or len(flipt_revisions) > 1 or errors or conflicts):
         replicas = [
-            ReplicaSync(pod=pod, revision=s.revision, last_fetch_time=s.last_fetch_time,
+            ReplicaSync(pod=pod, revision=s.revision, flipt_revision=s.flipt_revision, last_fetch_time=s.last_fetch_time,
                         last_error=s.last_error, conflict=s.conflict)
             for pod, s in sorted(reports, key=lambda r: r[0])
         ]
@@ -119,7 +121,9 @@ def _sync_status(spec: FliptStorageSpec, reports: Sequence[tuple[str, StorageSyn
         revision=states[0].revision if len(revisions) == 1 else None,
         remote_revision=max((s.remote_revision for s in states if s.remote_revision), default=None,
                             key=lambda r: r or ""),
+        flipt_revision=states[0].flipt_revision if len(flipt_revisions) == 1 else None,
         last_fetch_time=min(fetched) if fetched else None,
+        last_push_time=max(pushed) if pushed else None,
         fetch_policy=git.fetch_policy,
         last_error=errors[0] if errors else None,
         degraded=any(s.degraded for s in states),
@@ -207,13 +211,14 @@ def storage_status(
     conflict_text = None
     if sync.conflict:
         c = sync.conflict
-        conflict_text = (f"Local {c.local_revision[:12]} and remote {c.remote_revision[:12]} both changed "
-                         f"{', '.join(c.files)}; local commits are kept and not pushed.")
-        domain.append(ConditionSpec(CONFLICT, True, "LocalChangesConflict", conflict_text))
+        conflict_text = (f"A write of Flipt's ({c.local_revision[:12]}) was refused: upstream is at "
+                         f"{c.remote_revision[:12]} ({', '.join(c.files) or 'no file'}); Flipt reported the "
+                         "error to its caller and nothing was pushed.")
+        domain.append(ConditionSpec(CONFLICT, True, "WriteRefused", conflict_text))
     else:
-        domain.append(ConditionSpec(CONFLICT, False, "NoConflict", "No local change conflicts with the remote."))
+        domain.append(ConditionSpec(CONFLICT, False, "NoConflict", "No write of Flipt's was refused."))
     states = [s for _, s in reports]
-    at_head = all(s.revision and s.revision == s.remote_revision and not s.ahead for s in states)
+    at_head = all(s.revision and s.revision == s.remote_revision for s in states)
     # The sidecar applies the fetch policy itself: a strict storage that cannot fetch is not
     # ready, a lenient one is degraded. (lastError alone may carry a conflict, not a fetch error.)
     failing = [s.last_error for s in states if s.last_error and (not s.ready or s.degraded)]

@@ -1,12 +1,10 @@
-"""The sidecar's git I/O on one storage's repository (dulwich): open or create, recover,
-fetch, publish by compare-and-swap, history questions, replay and push.
+"""The sidecar's git I/O on one storage's mirror (dulwich): open or create, recover, fetch every
+branch from upstream, publish it, forward pushes upstream, history questions.
 
-Repository layout (see docs/git-sync.md): `<repositoryPath>/.git` is a normal repository whose
-`HEAD` points at `refs/heads/<branch>`, the branch Flipt serves and commits to. No working tree
-is checked out: Flipt reads the branch's commits, not files. The sidecar's own refs:
-- `refs/remotes/origin/<branch>`: the remote head at the last fetch;
-- `refs/flipt-sync/last-synced`: the last remote commit the branch was in step with;
-- `refs/flipt-sync/kept/<commit>`: local commits kept aside by a conflict.
+The mirror (see docs/git-sync.md) is `<repositoryPath>/.git`, written only by the sidecar: its
+`refs/heads/*` are upstream's branches as last fetched (or as last pushed through the sidecar and
+accepted upstream), `HEAD` points at the storage's branch. Flipt keeps its own repository and
+reaches this one only over the sidecar's smart HTTP (`gitsync/git_http.py`).
 """
 
 from __future__ import annotations
@@ -17,16 +15,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from dulwich.client import HTTPUnauthorized
 from dulwich.diff_tree import tree_changes
 from dulwich.errors import NotGitRepository
-from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.object_store import ObjectStoreGraphWalker, commit_tree_changes
-from dulwich.objects import Commit, Tree
+from dulwich.graph import can_fast_forward
+from dulwich.object_store import ObjectStoreGraphWalker
+from dulwich.objects import ZERO_SHA, Commit
 from dulwich.repo import Repo
 from dulwich.walk import Walker
 
@@ -38,18 +36,11 @@ from .git_transport import RemoteAccess
 
 log = logging.getLogger(__name__)
 
-SYNC_REF_PREFIX = "refs/flipt-sync/"
-LAST_SYNCED_REF = SYNC_REF_PREFIX + "last-synced"
-KEPT_REF_PREFIX = SYNC_REF_PREFIX + "kept/"
-REMOTE_REF_PREFIX = "refs/remotes/origin/"
+HEADS_PREFIX = "refs/heads/"
+ZERO = ZERO_SHA.decode()
 
-
-class RemoteMovedError(RuntimeError):
-    """The remote branch changed between our fetch and our push; the next cycle fetches it."""
-
-
-class PushRejectedError(RuntimeError):
-    """The remote refused the ref update (only visible in the push result's ref_status)."""
+# One ref update a client asked for: (old, new, ref), ZERO for "absent".
+RefUpdate = tuple[str, str, str]
 
 
 def describe_error(exc: BaseException, secrets: list[str] | None = None) -> str:
@@ -66,9 +57,9 @@ class _BoundedHaves:
     """Offers the server our heads and their nearest ancestors only.
 
     dulwich's walker keeps offering every ancestor until the server says "ready", which on a
-    10,000-commit history means 10,000 "have" lines per poll. Our heads include the remote head
-    of the last fetch, which the server nearly always still has, so a few rounds are enough; in
-    the rare other case the server just sends a somewhat larger pack."""
+    10,000-commit history means 10,000 "have" lines per poll. Our heads are upstream's heads of
+    the last fetch, which the server nearly always still has, so a few rounds are enough; in the
+    rare other case the server just sends a somewhat larger pack."""
 
     MAX_HAVES = 256
 
@@ -91,7 +82,7 @@ class _BoundedHaves:
 
 @dataclass
 class FetchResult:
-    remote_head: str | None  # None: the remote has no such branch
+    heads: dict[str, str]  # upstream's branches: refs/heads/<name> -> commit
     received_objects: bool
 
 
@@ -99,8 +90,6 @@ class FetchResult:
 class RebuildResult:
     quarantine: str  # where the damaged files were moved
     damaged: list[str]
-    salvaged: int  # objects upstream did not send, recovered intact from a damaged pack
-    lost_refs: dict[str, str]  # ref -> commit whose history could not be recovered
 
 
 # `git index-pack` streams blobs larger than this (hashing them without holding them).
@@ -130,23 +119,20 @@ def index_pack(git_dir: str, pack_path: str) -> None:
         raise IndexPackError(f"git index-pack refused the received pack: {' '.join(result.stderr.split())}")
 
 
-class LocalRepository:
-    """One storage's repository on the shared volume."""
+class MirrorRepository:
+    """One storage's mirror of upstream on the sidecar's volume."""
 
     def __init__(
         self,
         path: str,
         branch: str,
-        stale_lock_seconds: float = 10.0,
         repack_threshold: int = DEFAULT_THRESHOLD,
         repack_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self.path = path
         self.branch = branch
-        self.branch_ref = f"refs/heads/{branch}"
-        self.remote_ref = REMOTE_REF_PREFIX + branch
+        self.branch_ref = HEADS_PREFIX + branch
         self.git_dir = os.path.join(path, ".git")
-        self.stale_lock_seconds = stale_lock_seconds
         self.repack_threshold = repack_threshold
         self.repack_grace_seconds = repack_grace_seconds
         self._repo: Repo | None = None
@@ -156,7 +142,7 @@ class LocalRepository:
     # -- opening and recovery ------------------------------------------------------------------
 
     def open(self) -> list[str]:
-        """Open the repository, creating it if needed; returns what crash recovery removed."""
+        """Open the mirror, creating it if needed; returns what crash recovery removed."""
         os.makedirs(self.path, exist_ok=True)
         if os.path.isdir(self.git_dir):
             try:
@@ -170,9 +156,7 @@ class LocalRepository:
         else:
             repo = self._init()
         self._repo = repo
-        removed = git_refs.recover_repository(
-            self.git_dir, (SYNC_REF_PREFIX, REMOTE_REF_PREFIX), self.stale_lock_seconds
-        )
+        removed = git_refs.recover_repository(self.git_dir)
         half_written_record = os.path.join(self.git_dir, RECORD_NAME + ".new")
         if os.path.exists(half_written_record):
             os.unlink(half_written_record)
@@ -184,8 +168,6 @@ class LocalRepository:
                 self.path,
                 "; ".join(d.describe() for d in self.damage),
             )
-        else:
-            self._drop_dangling_own_refs()
         return removed
 
     def check_thoroughly(self) -> list[git_integrity.Damage]:
@@ -195,38 +177,15 @@ class LocalRepository:
         return self.damage
 
     def rebuild(self, access: RemoteAccess) -> RebuildResult:
-        """Repair after damage: move the damaged files aside, fetch upstream's branch whole (no
-        "have" lines: what we have cannot be trusted), salvage what only we had (Flipt's unpushed
-        commits) from damaged packs, and drop refs whose history is still incomplete."""
+        """Repair after damage: move the damaged files aside and fetch upstream's branches whole
+        (no "have" lines: what we have cannot be trusted). Everything the mirror's refs point at
+        came from upstream, so upstream can give all of it back; the caller publishes."""
         damaged = [d.describe() for d in self.damage]
         quarantine_dir = git_integrity.quarantine(self.git_dir, self.damage)
         self._reopen()
-        fetched = self.fetch(access, full=True)
-        if fetched.remote_head is not None:
-            git_refs.set_ref(self.git_dir, self.remote_ref, fetched.remote_head)
-        refs = {name: sha for name, sha in git_refs.list_refs(self.git_dir, "refs/").items()}
-        store = self.repo.object_store
-        salvaged: set[bytes] = set()
-        while True:  # a salvaged commit or tree shows what it refers to: look again
-            missing = git_integrity.missing_objects(store, [sha.encode() for sha in refs.values()])
-            recovered = git_integrity.salvage(quarantine_dir, store, missing) if missing else set()
-            if not recovered:
-                break
-            salvaged |= recovered
-        lost: dict[str, str] = {}
-        if missing:
-            for name, sha in refs.items():
-                if git_integrity.missing_objects(store, [sha.encode()]):
-                    lost[name] = sha
-        for name, sha in lost.items():
-            if name == self.branch_ref:
-                # Flipt's branch lost objects only it had: serve upstream rather than nothing.
-                if fetched.remote_head is not None:
-                    git_refs.compare_and_swap(self.git_dir, name, sha, fetched.remote_head)
-            elif name.startswith(SYNC_REF_PREFIX) or name == self.remote_ref:
-                git_refs.set_ref(self.git_dir, name, None)
+        self.fetch(access, full=True)
         self.damage = []
-        return RebuildResult(quarantine_dir, damaged, len(salvaged), lost)
+        return RebuildResult(quarantine_dir, damaged)
 
     def _reopen(self) -> None:
         if self._repo is not None:
@@ -240,22 +199,10 @@ class LocalRepository:
         shutil.rmtree(staging, ignore_errors=True)
         Repo.init_bare(staging, mkdir=True).close()
         staged = Repo(staging)
-        config = staged.get_config()
-        config.set((b"core",), b"bare", False)
-        config.write_to_path()
         staged.refs.set_symbolic_ref(b"HEAD", self.branch_ref.encode())
         staged.close()
         os.rename(staging, self.git_dir)
         return Repo(self.path)
-
-    def _drop_dangling_own_refs(self) -> None:
-        store = self.repo.object_store
-        for name, sha in git_refs.list_refs(self.git_dir, SYNC_REF_PREFIX).items():
-            if sha.encode() not in store:
-                git_refs.set_ref(self.git_dir, name, None)
-        remote = git_refs.read_ref(self.git_dir, self.remote_ref)
-        if remote and remote.encode() not in store:
-            git_refs.set_ref(self.git_dir, self.remote_ref, None)
 
     @property
     def repo(self) -> Repo:
@@ -269,38 +216,33 @@ class LocalRepository:
 
     # -- refs ------------------------------------------------------------------------------------
 
-    def local_head(self) -> str | None:
-        return git_refs.read_ref(self.git_dir, self.branch_ref)
+    def heads(self) -> dict[str, str]:
+        """The mirror's branches: refs/heads/<name> -> commit."""
+        return git_refs.list_refs(self.git_dir, HEADS_PREFIX)
 
-    def remote_head(self) -> str | None:
-        return git_refs.read_ref(self.git_dir, self.remote_ref)
+    def head(self, ref: str | None = None) -> str | None:
+        return git_refs.read_ref(self.git_dir, ref or self.branch_ref)
 
-    def last_synced(self) -> str | None:
-        sha = git_refs.read_ref(self.git_dir, LAST_SYNCED_REF)
-        return sha if sha and self.has_commit(sha) else None
+    def publish(self, heads: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
+        """Make the mirror's branches exactly `heads` (objects are complete already); returns
+        what moved: ref -> (old, new)."""
+        moved: dict[str, tuple[str | None, str | None]] = {}
+        current = self.heads()
+        for ref in sorted(set(current) | set(heads)):
+            old, new = current.get(ref), heads.get(ref)
+            if old == new:
+                continue
+            pause_point("mid-publish")
+            self.set_head(ref, new)
+            moved[ref] = (old, new)
+        return moved
 
-    def set_last_synced(self, sha: str) -> None:
-        git_refs.set_ref(self.git_dir, LAST_SYNCED_REF, sha)
-
-    def set_remote_head(self, sha: str | None) -> None:
-        git_refs.set_ref(self.git_dir, self.remote_ref, sha)
-
-    def publish(self, old: str | None, new: str) -> bool:
-        """Move the served branch from `old` to `new` if Flipt has not moved it meanwhile."""
-        try:
-            return git_refs.compare_and_swap(self.git_dir, self.branch_ref, old, new)
-        except git_refs.RefLockedError:
-            if git_refs.break_stale_lock(self.git_dir, self.branch_ref, self.stale_lock_seconds):
-                log.warning("removed a stale lock on %s", self.branch_ref)
-                return git_refs.compare_and_swap(self.git_dir, self.branch_ref, old, new)
-            raise
-
-    def keep(self, sha: str) -> str:
-        """Keep a commit reachable under refs/flipt-sync/kept/, whatever happens to the branch."""
-        name = KEPT_REF_PREFIX + sha
-        if git_refs.read_ref(self.git_dir, name) != sha:
-            git_refs.set_ref(self.git_dir, name, sha)
-        return name
+    def set_head(self, ref: str, sha: str | None) -> None:
+        refs = self.repo.refs
+        if sha is None:
+            refs.remove_if_equals(ref.encode(), None)
+        else:
+            refs.set_if_equals(ref.encode(), None, sha.encode())
 
     # -- maintenance -----------------------------------------------------------------------------
 
@@ -312,21 +254,19 @@ class LocalRepository:
         )
         return maintenance.run(time.time() if now is None else now)
 
-    # -- remote traffic ------------------------------------------------------------------------
+    # -- upstream traffic ----------------------------------------------------------------------
 
     def fetch(self, access: RemoteAccess, full: bool = False) -> FetchResult:
-        """Fetch the branch's new objects into a complete pack; no ref is touched. `full`: ask
-        for the whole history, offering nothing we have (after damage)."""
-        wanted_ref = self.branch_ref.encode()
-        seen: dict[str, str | None] = {}
+        """Fetch every upstream branch's new objects into a complete pack; no ref is touched.
+        `full`: ask for the whole history, offering nothing we have (after damage)."""
+        seen: dict[str, str] = {}
         store = self.repo.object_store
 
         def determine_wants(refs, depth=None):  # noqa: ANN001, ANN202 - dulwich's callback shape
-            sha = refs.get(wanted_ref)
-            seen["head"] = sha.decode() if sha else None
-            if sha is None:
-                return []
-            return [sha] if full or sha not in store else []
+            for name, sha in refs.items():
+                if name.startswith(HEADS_PREFIX.encode()) and sha is not None:
+                    seen[name.decode()] = sha.decode()
+            return sorted({sha.encode() for sha in seen.values() if full or sha.encode() not in store})
 
         fd, received_path = tempfile.mkstemp(dir=os.path.join(self.git_dir, "objects", "pack"), prefix="tmp-fetch-")
         received = 0
@@ -348,7 +288,7 @@ class LocalRepository:
                         self.repo.get_graph_walker(heads=self._known_heads()), 0 if full else _BoundedHaves.MAX_HAVES
                     ),
                     write_pack,
-                    ref_prefix=[wanted_ref],
+                    ref_prefix=[HEADS_PREFIX.encode()],
                 )
             finally:
                 os.close(fd)
@@ -356,38 +296,50 @@ class LocalRepository:
                 index_pack(self.git_dir, received_path)  # pack and index complete before any ref points into them
         finally:
             os.unlink(received_path)
-        return FetchResult(seen.get("head"), received > 0)
+        return FetchResult(seen, received > 0)
 
     def _known_heads(self) -> list[bytes]:
-        shas = {self.local_head(), self.remote_head(), self.last_synced()}
-        shas.update(git_refs.list_refs(self.git_dir, KEPT_REF_PREFIX).values())
-        return [s.encode() for s in shas if s and s.encode() in self.repo.object_store]
+        return [s.encode() for s in set(self.heads().values()) if s.encode() in self.repo.object_store]
 
-    def push(self, access: RemoteAccess, expected_remote: str | None, new: str) -> None:
-        """Update the remote branch from `expected_remote` to `new`, nothing else.
+    def upstream_heads(self, access: RemoteAccess) -> dict[str, str]:
+        """Upstream's branches as it advertises them now (no objects)."""
+        refs = access.client.get_refs(access.path).refs
+        return {
+            name.decode(): sha.decode()
+            for name, sha in refs.items()
+            if name.startswith(HEADS_PREFIX.encode()) and sha is not None
+        }
 
-        Raises RemoteMovedError when the remote is no longer at `expected_remote` (the server
-        checks the old value too), PushRejectedError when the server refuses the update."""
-        ref = self.branch_ref.encode()
-        moved: dict[str, str | None] = {}
+    def forward(self, access: RemoteAccess, updates: Iterable[RefUpdate]) -> dict[str, str | None]:
+        """Push `updates` upstream, each only from the old value the client saw: a ref upstream
+        has moved meanwhile is not touched. Returns ref -> None (accepted) or why it was not.
+
+        Raises what the transport raises: then the outcome is unknown (see `settle`)."""
+        wanted = {ref.encode(): (old, new) for old, new, ref in updates}
+        stale: dict[str, str] = {}
 
         def update_refs(refs):  # noqa: ANN001, ANN202 - dulwich's callback shape
-            current = refs.get(ref)
-            current_hex = current.decode() if current else None
-            if current_hex != expected_remote:
-                moved["to"] = current_hex
-                return dict(refs)
-            return {**refs, ref: new.encode()}
+            result = dict(refs)
+            for ref, (old, new) in wanted.items():
+                current = refs.get(ref)
+                current_hex = current.decode() if current else ZERO
+                if current_hex != old:
+                    stale[ref.decode()] = f"fetch first (upstream moved to {current_hex[:12]})"
+                    continue
+                result[ref] = new.encode()
+            return result
 
         def generate_pack_data(have, want, *, ofs_delta=False, progress=None):  # noqa: ANN001, ANN202
             return self.repo.generate_pack_data(set(have), set(want), progress=progress, ofs_delta=ofs_delta)
 
         result = access.client.send_pack(access.path, update_refs, generate_pack_data)
-        if moved:
-            raise RemoteMovedError(f"remote branch moved to {moved['to']} during the push")
-        error = (result.ref_status or {}).get(ref)
-        if error is not None:
-            raise PushRejectedError(f"remote rejected the update of {self.branch_ref}: {error}")
+        pause_point("after-forward")
+        outcome: dict[str, str | None] = {}
+        for ref in wanted:
+            name = ref.decode()
+            error = (result.ref_status or {}).get(ref)
+            outcome[name] = stale.get(name) or (error.decode() if isinstance(error, bytes) else error)
+        return outcome
 
     # -- history ---------------------------------------------------------------------------------
 
@@ -402,10 +354,6 @@ class LocalRepository:
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether `ancestor` is `descendant` or one of its ancestors."""
         return ancestor == descendant or can_fast_forward(self.repo, ancestor.encode(), descendant.encode())
-
-    def merge_base(self, a: str, b: str) -> str | None:
-        bases = find_merge_base(self.repo, [a.encode(), b.encode()])
-        return bases[0].decode() if bases else None
 
     def count_only_in(self, include: str | None, exclude: str | None) -> int:
         """Commits reachable from `include` but not from `exclude`."""
@@ -423,54 +371,3 @@ class LocalRepository:
                 if entry is not None and entry.path is not None:
                     paths.add(entry.path.decode("utf-8", "replace"))
         return paths
-
-    def first_parent_chain(self, base: str, head: str) -> list[Commit] | None:
-        """The commits from just after `base` up to `head`, oldest first; None if `base` is not
-        on `head`'s first-parent line."""
-        chain: list[Commit] = []
-        sha = head
-        while sha != base:
-            commit = self.commit(sha)
-            chain.append(commit)
-            if not commit.parents:
-                return None
-            sha = commit.parents[0].decode()
-        chain.reverse()
-        return chain
-
-    def replay(self, commits: list[Commit], onto: str, now: Callable[[], float] = time.time) -> str:
-        """Re-create `commits` on top of `onto`, each one applying the same per-file changes.
-
-        Only used when no file is changed on both sides, so each file ends up exactly as the
-        commit that last wrote it left it. Author, committer and message are kept."""
-        store = self.repo.object_store
-        parent = onto
-        tree_id = self.commit(onto).tree
-        for original in commits:
-            before = self.commit(original.parents[0].decode()).tree
-            edits: list[tuple[bytes, int | None, bytes | None]] = []
-            for change in tree_changes(store, before, original.tree):
-                if change.old is not None and change.old.path is not None and (
-                    change.new is None or change.new.path != change.old.path
-                ):
-                    edits.append((change.old.path, None, None))
-                if change.new is not None and change.new.path is not None:
-                    edits.append((change.new.path, change.new.mode, change.new.sha))
-            base_tree = store[tree_id]
-            assert isinstance(base_tree, Tree)
-            tree_id = commit_tree_changes(store, Tree.from_string(base_tree.as_raw_string()), edits)
-            replayed = Commit()
-            replayed.tree = tree_id
-            replayed.parents = [parent.encode()]
-            replayed.author = original.author
-            replayed.author_time = original.author_time
-            replayed.author_timezone = original.author_timezone
-            replayed.committer = original.committer
-            replayed.commit_time = int(now())
-            replayed.commit_timezone = original.commit_timezone
-            replayed.encoding = original.encoding
-            replayed.message = original.message
-            store.add_object(replayed)
-            parent = replayed.id.decode()
-        pause_point("mid-replay")
-        return parent

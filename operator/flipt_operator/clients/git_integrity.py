@@ -1,16 +1,15 @@
-"""Finding damaged object files in a storage's repository, and what its refs can no longer reach.
+"""Finding damaged object files in a storage's mirror.
 
 A truncated pack or loose object (a full disk, a volume restored from a partial backup) makes
 every read that touches it fail, for good: a fetch walks history from the local heads, so the
 storage could never sync again although upstream holds every object. `scan` finds such files;
-the repository moves them aside (never deletes them) and fetches upstream's history whole again
-(`LocalRepository.rebuild`); objects upstream does not have (Flipt's unpushed commits) are
-salvaged from a damaged pack when their bytes are still intact.
+the mirror moves them aside (never deletes them) and fetches upstream's history whole again
+(`MirrorRepository.rebuild`): every ref of the mirror points at what upstream has.
 
 Checks, by cost:
 - quick (every start): each pack's trailer against the checksum its index recorded (a
   truncated or replaced pack), the index's own checksum, and every loose object decompressed
-  to its end with its length and name verified (loose objects are Flipt's few latest writes);
+  to its end with its length and name verified (loose objects are the few latest pushes);
 - thorough (after a read failed with a corruption error): also every pack's SHA-1 over its
   whole content, streamed.
 """
@@ -27,9 +26,7 @@ from dataclasses import dataclass
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, FileFormatException
 from dulwich.object_format import SHA1, ObjectFormat
-from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
-from dulwich.pack import Pack, load_pack_index
+from dulwich.pack import load_pack_index
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +164,7 @@ def _check_loose(git_dir: str, path: str) -> Damage | None:
 
 def quarantine(git_dir: str, damage: list[Damage]) -> str:
     """Move damaged files under `.git/flipt-sync-quarantine/<time>/` (kept for a person to look
-    at; nothing reads them but salvage). Returns that directory."""
+    at; nothing reads them). Returns that directory."""
     target = os.path.join(git_dir, QUARANTINE_DIR, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     os.makedirs(target, exist_ok=True)
     for item in damage:
@@ -176,75 +173,3 @@ def quarantine(git_dir: str, damage: list[Damage]) -> str:
             if os.path.exists(source):
                 os.rename(source, os.path.join(target, relative.replace(os.sep, "_")))
     return target
-
-
-class _DamagedPack(Pack):
-    """A pack known to fail its checksum: dulwich refuses to read any object of such a pack;
-    salvage reads them anyway and checks each object against its name instead."""
-
-    def check_length_and_checksum(self) -> None:
-        pass
-
-
-def salvage(quarantine_dir: str, store: BaseObjectStore, wanted: set[bytes]) -> set[bytes]:
-    """Copy the `wanted` objects that are still intact in quarantined packs into `store`, each
-    checked against its name. Returns the ones recovered."""
-    recovered: set[bytes] = set()
-    for name in sorted(os.listdir(quarantine_dir)):
-        if not name.endswith(".idx") or not wanted - recovered:
-            continue
-        base = os.path.join(quarantine_dir, name[: -len(".idx")])
-        if not os.path.exists(base + ".pack"):
-            continue
-        try:
-            pack = _DamagedPack(base, object_format=store.object_format, resolve_ext_ref=store.get_raw)
-        except Exception:
-            continue
-        try:
-            for sha in sorted(wanted - recovered):
-                try:
-                    type_num, raw = pack.get_raw(sha)
-                    obj = ShaFile.from_raw_string(type_num, raw)
-                except Exception:  # this object's bytes are gone: another pack may hold it
-                    continue
-                if obj.id == sha:
-                    store.add_object(obj)
-                    recovered.add(sha)
-        finally:
-            pack.close()
-    return recovered
-
-
-def missing_objects(store: BaseObjectStore, tips: Iterable[bytes]) -> set[bytes]:
-    """Objects reachable from `tips` that cannot be read (blobs are only looked up, not read)."""
-    missing: set[bytes] = set()
-    seen: set[bytes] = set()
-    pending = list(tips)
-    while pending:
-        sha = pending.pop()
-        if sha in seen:
-            continue
-        seen.add(sha)
-        try:
-            obj = store[sha]
-        except Exception:  # absent or unreadable
-            missing.add(sha)
-            continue
-        if isinstance(obj, Commit):
-            pending.append(obj.tree)
-            pending.extend(obj.parents)
-        elif isinstance(obj, Tree):
-            for entry in obj.iteritems():
-                if entry.mode == GITLINK_MODE:
-                    continue
-                if entry.mode & 0o040000:
-                    pending.append(entry.sha)
-                elif entry.sha not in seen:
-                    seen.add(entry.sha)
-                    if entry.sha not in store:
-                        missing.add(entry.sha)
-        elif isinstance(obj, Tag):
-            pending.append(obj.object[1])
-        elif not isinstance(obj, Blob):
-            missing.add(sha)
-    return missing

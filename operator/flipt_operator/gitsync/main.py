@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 
 from ..models.gitsync import GitSyncConfig
+from .git_http import make_git_app
 from .loop import StorageSync
 from .metrics import SyncMetrics
 from .server import make_app
@@ -76,6 +77,7 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("dulwich.server").setLevel(logging.WARNING)  # capabilities of every request
 
 
 def _split_listen_address(address: str) -> tuple[str, int]:
@@ -116,12 +118,18 @@ async def serve(config: GitSyncConfig) -> None:
     await runner.setup()
     host, port = _split_listen_address(config.listen_address)
     await web.TCPSite(runner, host, port).start()
-    log.info("git-sync listening", extra={"address": config.listen_address, "storages": len(syncs)})
+    git_runner = web.AppRunner(make_git_app(syncs), access_log=None)
+    await git_runner.setup()
+    git_host, git_port = _split_listen_address(config.git_listen_address)
+    await web.TCPSite(git_runner, git_host, git_port).start()
+    log.info("git-sync listening", extra={"address": config.listen_address, "git_address": config.git_listen_address,
+                                          "storages": len(syncs)})  # fmt: skip
     stop = _stop_event()
     tasks = [asyncio.create_task(s.run(), name=f"sync-{s.storage.name}") for s in syncs]
     try:
         await stop.wait()
     finally:
+        await git_runner.cleanup()
         await _stop_storages(tasks, syncs)
         await runner.cleanup()
     log.info("git-sync stopped")

@@ -12,7 +12,7 @@ class SyncMetrics:
         self.registry = CollectorRegistry()
         self.syncs = Counter(
             "flipt_git_sync_syncs_total",
-            "Sync cycles by storage and result (success, fetch_error, push_error, conflict, error).",
+            "Polls of upstream by storage and result (success, fetch_error, timeout, error).",
             ["storage", "result"],
             registry=self.registry,
         )
@@ -25,7 +25,7 @@ class SyncMetrics:
         )
         self.push_duration = Histogram(
             "flipt_git_sync_push_duration_seconds",
-            "Duration of pushes to the remote.",
+            "Duration of Flipt's pushes forwarded to the remote.",
             ["storage"],
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
@@ -38,21 +38,25 @@ class SyncMetrics:
         )
         self.conflict = Gauge(
             "flipt_git_sync_conflict",
-            "1 while the storage has an unresolved conflict.",
+            "1 while a refused write of Flipt's is reported (until a later write lands).",
             ["storage"],
             registry=self.registry,
         )
         self.conflicts = Counter(
             "flipt_git_sync_conflicts_total",
-            "Conflicts detected (each new conflict once).",
+            "Writes of Flipt's refused because upstream had moved.",
             ["storage"],
             registry=self.registry,
         )
-        self.ahead = Gauge(
-            "flipt_git_sync_ahead_commits", "Local commits not on the remote.", ["storage"], registry=self.registry
+        self.pushes = Counter(
+            "flipt_git_sync_pushes_total",
+            "Ref updates Flipt pushed, by whether upstream accepted them (accepted, refused).",
+            ["storage", "result"],
+            registry=self.registry,
         )
         self.behind = Gauge(
-            "flipt_git_sync_behind_commits", "Remote commits not published.", ["storage"], registry=self.registry
+            "flipt_git_sync_behind_commits", "Upstream commits this pod's Flipt has not fetched.", ["storage"],
+            registry=self.registry,
         )
         self.ready = Gauge(
             "flipt_git_sync_ready", "1 when Flipt can be served from the storage.", ["storage"], registry=self.registry

@@ -14,7 +14,7 @@ from .metrics import SyncMetrics
 
 
 def sidecar_status(syncs: Sequence[StorageSync]) -> SidecarStatus:
-    return SidecarStatus(pod=os.environ.get("POD_NAME"), storages=[s.state for s in syncs])
+    return SidecarStatus(pod=os.environ.get("POD_NAME"), storages=[s.current_state() for s in syncs])
 
 
 def make_app(syncs: Sequence[StorageSync], metrics: SyncMetrics) -> web.Application:

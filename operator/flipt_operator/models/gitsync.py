@@ -13,6 +13,9 @@ REPOSITORIES_ROOT = "/var/opt/flipt/repos"
 CREDENTIALS_ROOT = "/etc/flipt-git-sync/credentials"
 CONFIG_PATH = "/etc/flipt-git-sync/config.yaml"
 SIDECAR_PORT = 8090
+# Flipt's git remote: the sidecar's smart HTTP, on loopback only (Flipt is in the same pod).
+GIT_SERVE_PORT = 8091
+GIT_SERVE_HOST = "127.0.0.1"
 
 
 class GitSyncCredential(ApiModel):
@@ -58,14 +61,21 @@ class GitSyncStorage(ApiModel):
         "fetches fail (default: 3 x pollInterval, at least 60s), so a blip does not take every replica "
         "out of its Service; the storage's status says not Ready at once.",
     )
-    repository_path: str = Field(description="Repository on the shared volume that Flipt serves as a local backend.")
+    repository_path: str = Field(description="The sidecar's mirror of upstream; Flipt fetches from and pushes to it "
+                                 "over the sidecar's smart HTTP.")
     credential: GitSyncCredential | None = None
     ca_cert_file: str | None = None
     insecure_skip_tls: bool = False
 
 
 class GitSyncConfig(ApiModel):
-    listen_address: str = Field(default=f"0.0.0.0:{SIDECAR_PORT}", description="host:port of the HTTP server.")
+    listen_address: str = Field(default=f"0.0.0.0:{SIDECAR_PORT}", description="host:port of /healthz, /readyz, "
+                                "/status and /metrics.")
+    git_listen_address: str = Field(
+        default=f"{GIT_SERVE_HOST}:{GIT_SERVE_PORT}",
+        description="host:port of the git smart HTTP server Flipt uses as its remote (keep it on loopback: it "
+        "forwards pushes upstream with the storage's credential).",
+    )
     storages: list[GitSyncStorage] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -342,6 +342,7 @@ class DatabaseStatus(ApiModel):
 class ReplicaSync(ApiModel):
     pod: str
     revision: str | None = None
+    flipt_revision: str | None = Field(default=None, description="What this replica's Flipt has fetched.")
     last_fetch_time: datetime | None = None
     last_error: str | None = None
     conflict: ConflictInfo | None = None
@@ -350,7 +351,10 @@ class ReplicaSync(ApiModel):
 class SyncStatus(ApiModel):
     revision: str | None = Field(default=None, description="Commit served (by every replica, when they agree).")
     remote_revision: str | None = Field(default=None, description="Remote branch head at the last fetch.")
+    flipt_revision: str | None = Field(default=None, description="What every replica's Flipt has fetched from its "
+                                       "sidecar, when they agree.")
     last_fetch_time: datetime | None = Field(default=None, description="Last successful fetch.")
+    last_push_time: datetime | None = Field(default=None, description="Last write of Flipt's that upstream accepted.")
     fetch_policy: FetchPolicy | None = None
     last_error: str | None = None
     degraded: bool = False

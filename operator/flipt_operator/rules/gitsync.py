@@ -1,67 +1,10 @@
-"""The git-sync sidecar's decisions, free of I/O: what a sync cycle does, retry timing, scrubbing.
-
-The sidecar's client layer gathers facts about three commits of one storage and asks
-`plan_sync` what to do:
-- local: the served branch (`refs/heads/<branch>`), where Flipt commits its writes;
-- remote: the remote branch head just fetched;
-- base: the last remote commit the local branch was in step with (persisted on the volume).
-"""
+"""The git-sync sidecar's decisions, free of I/O: retry timing, readiness, push outcomes, scrubbing."""
 
 from __future__ import annotations
 
-import enum
 import random
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-
-
-class SyncAction(enum.Enum):
-    NOTHING = "nothing"  # local and remote are the same commit
-    FOLLOW_REMOTE = "follow-remote"  # no unpushed local commits: publish the remote head
-    PUSH_LOCAL = "push-local"  # the remote is an ancestor of local: push local
-    CHECK_FILES = "check-files"  # both moved: replay or conflict, decided by the changed files
-    REWRITTEN_CONFLICT = "rewritten-conflict"  # remote history rewritten under unpushed local commits
-    NO_REMOTE_BRANCH = "no-remote-branch"  # nothing to serve or the remote branch vanished
-
-
-@dataclass(frozen=True)
-class SyncFacts:
-    local: str | None
-    remote: str | None
-    base: str | None
-    local_in_remote: bool = False  # local is the remote head or one of its ancestors
-    remote_in_local: bool = False  # the remote head is local or one of its ancestors
-    base_in_remote: bool = True  # base is the remote head or one of its ancestors
-    local_in_base: bool = False  # local has no commit beyond base (nothing unpushed)
-
-
-def plan_sync(facts: SyncFacts) -> SyncAction:
-    """The action for one cycle. Ordered so that no path can drop an unpushed local commit."""
-    if facts.remote is None:
-        # An empty remote gets the local branch only when we never synced with it before;
-        # a branch that disappeared after a sync is reported, not recreated behind anyone's back.
-        if facts.local is not None and facts.base is None:
-            return SyncAction.PUSH_LOCAL
-        return SyncAction.NO_REMOTE_BRANCH
-    if facts.local is None:
-        return SyncAction.FOLLOW_REMOTE
-    if facts.local == facts.remote:
-        return SyncAction.NOTHING
-    if facts.local_in_remote:
-        return SyncAction.FOLLOW_REMOTE
-    if facts.base is not None and not facts.base_in_remote:
-        # Force-push on the remote. Without unpushed local commits we follow it; with them,
-        # pushing would resurrect what the remote removed and following would drop them.
-        return SyncAction.FOLLOW_REMOTE if facts.local_in_base else SyncAction.REWRITTEN_CONFLICT
-    if facts.remote_in_local:
-        return SyncAction.PUSH_LOCAL
-    return SyncAction.CHECK_FILES
-
-
-def conflicting_files(local_changed: Iterable[str], remote_changed: Iterable[str]) -> list[str]:
-    """Files both sides changed since the base; empty means the local commits can be replayed."""
-    return sorted(set(local_changed) & set(remote_changed))
 
 
 def retry_delay(poll_interval: float, failures: int, rng: random.Random | None = None) -> float:
@@ -131,3 +74,13 @@ def storage_ready(fetch_policy: str, served: bool, last_fetch_failed: bool) -> b
     if fetch_policy == "strict":
         return not last_fetch_failed
     return True
+
+
+def settled_push(new: str | None, upstream_now: str | None) -> str | None:
+    """The outcome of a forwarded ref update whose reply was lost (connection cut after the pack
+    was sent), decided by upstream's ref as read again afterwards: None when upstream holds what
+    the client pushed (`new`; None for a deletion), otherwise why it is reported as not pushed."""
+    if upstream_now == new:
+        return None
+    now = upstream_now[:12] if upstream_now else "absent"
+    return f"upstream did not confirm the push and its ref is {now}: not pushed"
