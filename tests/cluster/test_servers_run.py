@@ -150,3 +150,22 @@ def test_the_rendered_git_server_runs_on_either_sidecar_path(current_kube_cluste
         assert once.state.terminated.exit_code == 0, current_kube_cluster.node.container_log(
             ns, pod.metadata.name, "git-sync-init")
         assert {s.name for s in pod.status.container_statuses if s.ready} == {"flipt", "git-sync"}
+
+
+def test_a_local_storage_on_a_claim_is_ready_with_the_claim_bound_and_mounted(current_kube_cluster, current_operator,
+                                                                               current_namespace):
+    api, ns = current_kube_cluster.api_client, current_namespace
+    core = client.CoreV1Api(api)
+    core.create_namespaced_persistent_volume_claim(ns, {
+        "metadata": {"name": "flags"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    })
+    create_custom(api, ns, "FliptStorage", "files", {"local": {"path": "/var/opt/flipt/local", "claimName": "flags"}})
+    create_custom(api, ns, "FliptEnvironment", "prod", {"storage": "files", "default": True})
+    wait_ready(api, ns, "FliptEnvironment", "prod")
+    wait_ready(api, ns, "FliptStorage", "files")
+    assert core.read_namespaced_persistent_volume_claim("flags", ns).status.phase == "Bound"
+    (pod,) = server_pods(api, ns)
+    assert ready(pod)
+    dep = client.AppsV1Api(api).read_namespaced_deployment("flipt", ns)
+    assert dep.spec.strategy.type == "Recreate"  # a ReadWriteOnce claim: the old pod stops first
