@@ -76,7 +76,7 @@ def _start_locked(state_dir: Path, timeout: float, current: bool) -> int:
                                apiserver=current_apiserver_path(), controllers=True).start()
         assert cluster.kubeconfig is not None
         try:
-            node = start_node_process(cluster.kubeconfig, state_dir / "node")
+            node = start_node_process(cluster.kubeconfig, state_dir / "node", detached=True)
         except BaseException:
             cluster.stop()
             raise

@@ -984,15 +984,20 @@ class NodeProcess:
 
 
 def start_node_process(kubeconfig: Path, state_dir: Path, name: str = "local-node",
-                       timeout: float = 60.0) -> NodeProcess:
-    """Start `flipt-operator dev-cluster node` and wait until its Node is Ready in the API."""
+                       timeout: float = 60.0, detached: bool = False) -> NodeProcess:
+    """Start `flipt-operator dev-cluster node` and wait until its Node is Ready in the API.
+    Attached (the default) it gets SIGTERM, and so cleans up, when the thread that started it ends,
+    even if this process is killed; `detached=True` lets it outlive this process (`dev-cluster start`)."""
+    from .cluster import _die_with_parent
+
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "node.log"
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "flipt_operator", "dev-cluster", "node", "--kubeconfig", str(kubeconfig),
              "--name", name, "--state-dir", str(state_dir)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=None if detached else _die_with_parent)
     node = NodeProcess(process, name, state_dir, log_path)
     api = Api(kubeconfig)
     deadline = time.monotonic() + timeout
