@@ -13,7 +13,9 @@ if [ -z "${KUBECONFIG:-}" ]; then
 fi
 echo "run: using KUBECONFIG=$KUBECONFIG"
 
-"$KUBECTL" apply -f crds/
+# The CRDs with CEL rules need Kubernetes >= 1.28; older servers get crds/pre-1.28/ (docs/install.md).
+SERVER_VERSION="$("$KUBECTL" version -o json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+"$KUBECTL" apply -f "$(.venv/bin/flipt-operator crds --for-server "$SERVER_VERSION")/"
 "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
 LOG="$(mktemp -t flipt-operator-XXXX.log)"

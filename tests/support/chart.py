@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from flipt_operator.builders.crd_cli import WITHOUT_RULES
+from flipt_operator.builders.crds import takes_validation_rules
 from flipt_operator.devcluster.tools import ensure_helm
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "flipt-operator"
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "flipt-operator"
 
 
 def _running_operators() -> list[int]:
@@ -66,6 +69,13 @@ def install(kube_cluster, *sets: str) -> tuple[str, str]:
     ns = f"{release}-system"
     # --force-conflicts: the suite applied crds/ itself first; Helm 4 server-side applies them again.
     args = ["install", release, str(CHART), "--namespace", ns, "--create-namespace", "--force-conflicts"]
+    version = client.VersionApi(kube_cluster.api_client).get_code().git_version
+    if not takes_validation_rules(version):
+        # docs/install.md for servers before 1.28, which refuse the chart's CRDs (CEL rules):
+        # the CRDs without rules and the peering CRDs with kubectl, then the chart without its crds/.
+        kube_cluster.kubectl("apply", "-f", str(ROOT / "crds" / WITHOUT_RULES), check=True)
+        kube_cluster.kubectl("apply", "-f", str(CHART / "crds" / "kopf.dev_peerings.yaml"), check=True)
+        args.append("--skip-crds")
     for s in sets:
         args += ["--set", s]
     helm(kube_cluster, *args)

@@ -1,9 +1,13 @@
 """pytest fixtures for tests against a real kube-apiserver (see docs/local-cluster.md).
 
 - `kube_cluster` (session): a `LocalCluster` started once per session, CRDs from `crds/`
-  applied; or the cluster of `$KUBECONFIG` when `FLIPT_TEST_USE_EXISTING_CLUSTER=1`.
+  applied (`crds/pre-1.28/`, without CEL rules, on servers before 1.28, as docs/install.md
+  says); or the cluster of `$KUBECONFIG` when `FLIPT_TEST_USE_EXISTING_CLUSTER=1`.
 - `namespace` (function): a fresh uniquely named namespace per test (never deleted: without
   controllers, namespaces never finish deleting).
+- `current_kube_cluster` (session): a current Kubernetes with its controller-manager, scheduler
+  and a local node that runs pods (`.node`); `current_namespace` (function): a namespace there,
+  deleted after the test.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from flipt_operator.builders.crd_cli import WITHOUT_RULES
+from flipt_operator.builders.crds import takes_validation_rules
 from flipt_operator.devcluster.build import BuildError, build_apiserver, build_current_apiserver
 from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
 from flipt_operator.devcluster.pod_runner import NodeProcess, start_node_process
@@ -28,6 +34,12 @@ from flipt_operator.devcluster.tools import ensure_kubectl
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO_ROOT / "crds"
 USE_EXISTING_ENV = "FLIPT_TEST_USE_EXISTING_CLUSTER"
+
+
+def apply_project_crds(api: client.ApiClient) -> list[str]:
+    """The project's CRDs, in the set this server takes: with CEL rules from 1.28 on, else without."""
+    version = client.VersionApi(api).get_code().git_version
+    return apply_crds(CRDS_DIR if takes_validation_rules(version) else CRDS_DIR / WITHOUT_RULES, api_client=api)
 
 
 @dataclass
@@ -110,7 +122,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     if os.environ.get(USE_EXISTING_ENV) == "1":
         kubeconfig = _existing_kubeconfig()
         api = config.new_client_from_config(config_file=str(kubeconfig))
-        crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
+        crds = apply_project_crds(api)
         yield KubeCluster(kubeconfig=kubeconfig, api_client=api, kubectl_path=kubectl, crds=crds)
         api.close()
         return
@@ -119,7 +131,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     with LocalCluster() as local:
         assert local.kubeconfig is not None
         api = local.api_client()
-        crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
+        crds = apply_project_crds(api)
         try:
             yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=kubectl,
                               local=local, crds=crds)
@@ -140,7 +152,7 @@ def current_kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K
         api = local.api_client()
         node = start_node_process(local.kubeconfig, tmp_path_factory.mktemp("local-node"))
         try:
-            crds = apply_crds(CRDS_DIR, api_client=api) if CRDS_DIR.is_dir() else []
+            crds = apply_project_crds(api)
             yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=ensure_kubectl(),
                               local=local, crds=crds, node=node)
         finally:
@@ -157,7 +169,7 @@ def own_cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as local:
         api = local.api_client()
         try:
-            apply_crds(CRDS_DIR, api_client=api)
+            apply_project_crds(api)
         finally:
             api.close()
         yield local

@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from flipt_operator.models.credential import FliptCredentialSpec
-from flipt_operator.rules.credentials import check_credential, known_hosts_problem
+from flipt_operator.rules.credentials import check_credential, known_hosts_problem, spec_problem
 
 SECRET_PASSWORD = b"s3cr3t-Pa55word-do-not-leak"
 
@@ -80,3 +80,13 @@ def test_ssh_keygen_generated_key_is_accepted(tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
     result = check_credential(spec("ssh"), {"identity": (tmp_path / "id").read_bytes(), "known_hosts": known_hosts_line()})
     assert result.valid, result.message
+
+
+def test_ssh_settings_on_another_type_are_refused_before_the_secret_is_read():
+    spec = FliptCredentialSpec.model_validate(
+        {"type": "basic", "secretRef": {"name": "git"}, "ssh": {"user": "deploy"}})
+    check = check_credential(spec, {"username": b"u", "password": b"p"})
+    assert (check.valid, check.reason) == (False, "SSHSettingsWithoutSSHType")
+    assert "spec.ssh" in check.message and "spec.type" in check.message
+    ssh = FliptCredentialSpec.model_validate({"type": "ssh", "secretRef": {"name": "git"}, "ssh": {"user": "deploy"}})
+    assert spec_problem(ssh) is None

@@ -339,3 +339,24 @@ def test_password_in_database_url_is_refused():
         assert reasons(result) == [("FliptStorage", "db", "spec.database.url", "PasswordInDatabaseURL")]
         assert all("hunter2" not in p.message for p in result.errors)
     assert ok_plan({"a": env(storage="db")}, {"db": database(url="postgres://flipt@db/flipt")}).generation == "v1"
+
+
+@pytest.mark.parametrize("path", [
+    "/", "//", "/var", "/var/", "/var/opt/flipt", "/var/opt/flipt/", "/var/opt/flipt/repos",
+    "/var/opt/flipt/repos/flags", "/var//opt/flipt/repos/a/b/", "/var/opt/flipt/repos/.git",
+    "/var/opt/flipt/local", "/var/opt/flipt/repos/../local", "/var/opt/flipt/reposx", "/data/flags",
+    "/var/opt/flipt/./repos", "/varx",
+])
+def test_what_the_local_path_rule_refuses_the_operator_refuses_too(path):
+    """The CEL rule refuses a subset of what the operator's check refuses (it cannot normalise a
+    path), so a server with the rules never refuses an object the operator would accept."""
+    import re
+
+    from flipt_operator.models.storage import LOCAL_PATH_TAKEN_PATTERN
+
+    result = plan({"a": env(storage="l")}, {"l": storage(local={"path": path, "claimName": "c"})})["flipt"]
+    refused_by_operator = ("FliptStorage", "l", "spec.local.path", "LocalPathConflict") in reasons(result)
+    if re.match(LOCAL_PATH_TAKEN_PATTERN, path):
+        assert refused_by_operator, path
+    elif path in ("/var/opt/flipt/local", "/var/opt/flipt/repos/../local", "/var/opt/flipt/reposx", "/data/flags"):
+        assert not refused_by_operator, path

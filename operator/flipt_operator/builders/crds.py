@@ -10,11 +10,20 @@ import copy
 from typing import Any
 
 from .. import GROUP, VERSION
-from ..models.common import ApiModel
+from ..models.common import VALIDATIONS_KEY, ApiModel
 from ..models.kinds import ALL_KINDS, KindInfo
+from ..models.plan import server_release
 
 CATEGORY = "flipt"
+# CEL rules with `reason` and `fieldPath` need this release; older servers get CRDs without rules.
+MIN_VERSION_FOR_RULES = (1, 28)
 _DROP_KEYS = {"title", "$defs"}
+
+
+def takes_validation_rules(git_version: str) -> bool:
+    """Whether an API server of this version (`/version` gitVersion) takes the CRDs with rules."""
+    release = server_release(git_version)
+    return release is not None and release >= MIN_VERSION_FOR_RULES
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -55,11 +64,23 @@ def _condition_list_markers(schema: dict[str, Any]) -> None:
         conditions["x-kubernetes-list-map-keys"] = ["type"]
 
 
-def _without_defaults(node: Any) -> Any:
+def _without(key: str, node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+        return {k: _without(key, v) for k, v in node.items() if k != key}
     if isinstance(node, list):
-        return [_without_defaults(v) for v in node]
+        return [_without(key, v) for v in node]
+    return node
+
+
+def _rules_instead_of_one_of(node: Any) -> Any:
+    """Drop `oneOf` where the node has CEL rules: our `oneOf`s only say "exactly one of", which a
+    rule on the same node says readably, and a `oneOf` failing with "Required value" stops the API
+    server from evaluating any rule ("some validation rules were not checked")."""
+    if isinstance(node, dict):
+        drop = VALIDATIONS_KEY in node
+        return {k: _rules_instead_of_one_of(v) for k, v in node.items() if not (drop and k == "oneOf")}
+    if isinstance(node, list):
+        return [_rules_instead_of_one_of(v) for v in node]
     return node
 
 
@@ -67,16 +88,33 @@ def structural_schema(model: type[ApiModel], *, defaults: bool = True) -> dict[s
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
     schema.setdefault("type", "object")
-    return schema if defaults else _without_defaults(schema)
+    return schema if defaults else _without("default", schema)
 
 
-def crd_for(kind: KindInfo) -> dict[str, Any]:
+def crd_for(kind: KindInfo, *, validation_rules: bool = True) -> dict[str, Any]:
+    """The CRD of `kind`; `validation_rules=False` leaves out every CEL rule (for servers before
+    MIN_VERSION_FOR_RULES, which refuse or drop them), the rest is the same document."""
     # Defaults in status would be applied to objects the operator has not seen yet.
     status = structural_schema(kind.status, defaults=False)
     _condition_list_markers(status)
     status["description"] = "Observed state, written by the operator."
     spec = structural_schema(kind.spec)
     spec["description"] = kind.description
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if kind.rules:
+        schema[VALIDATIONS_KEY] = [r.to_schema() for r in kind.rules]
+    schema = _rules_instead_of_one_of(schema) if validation_rules else _without(VALIDATIONS_KEY, schema)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -108,26 +146,13 @@ def crd_for(kind: KindInfo) -> dict[str, Any]:
                         }
                         for c in kind.columns
                     ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": kind.description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },
     }
 
 
-def all_crds() -> dict[str, dict[str, Any]]:
+def all_crds(*, validation_rules: bool = True) -> dict[str, dict[str, Any]]:
     """File name -> CRD document."""
-    return {f"{GROUP}_{kind.plural}.yaml": crd_for(kind) for kind in ALL_KINDS}
+    return {f"{GROUP}_{kind.plural}.yaml": crd_for(kind, validation_rules=validation_rules) for kind in ALL_KINDS}

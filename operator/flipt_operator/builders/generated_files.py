@@ -16,6 +16,6 @@ def write_or_check(outs: list[Path], files: dict[str, str], *, check: bool) -> l
                 if not path.exists() or path.read_text() != text:
                     stale.append(str(path))
             else:
-                out.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
     return stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,47 @@ def parse_duration(text: str) -> float:
     if not text or not re.fullmatch(GO_DURATION_PATTERN, text):
         raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 1m30s, 2h)")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+# The causes a failed rule may report (metav1.CauseType); the API server refuses any other.
+RuleReason = Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"]
+
+
+@dataclass(frozen=True)
+class ValidationRule:
+    """A CEL rule the API server checks (`x-kubernetes-validations`, Kubernetes >= 1.28).
+
+    The CRDs carry it where a model declares it (`validation_rules`); older servers get the CRDs
+    without rules, so each rule has an operator-side check (in `rules/`, or the model's own
+    validation) that reports the same mistake as Stalled.
+    `field_path` is relative to where the rule sits (".cache"); `message` names the field and the fix.
+    """
+
+    rule: str
+    message: str
+    reason: RuleReason = "FieldValueInvalid"
+    field_path: str | None = None
+
+    def to_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message, "reason": self.reason}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+VALIDATIONS_KEY = "x-kubernetes-validations"
+
+
+def cel_pattern(pattern: str) -> str:
+    """`pattern` as a CEL raw string literal, for `matches()`: no escape is read in it."""
+    if "'" in pattern:
+        raise ValueError(f"a CEL raw string cannot hold a quote: {pattern!r}")
+    return f"r'{pattern}'"
+
+
+def validation_rules(*rules: ValidationRule) -> dict[str, Any]:
+    """The JSON-schema extra that puts `rules` on a model or field."""
+    return {VALIDATIONS_KEY: [r.to_schema() for r in rules]}
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]

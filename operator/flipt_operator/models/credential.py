@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import ApiModel, CommonStatus, LocalObjectReference
+from .common import ApiModel, CommonStatus, LocalObjectReference, ValidationRule, validation_rules
 
 CredentialType = Literal["basic", "accessToken", "ssh"]
 
@@ -17,6 +17,14 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "ssh": ("identity", "known_hosts"),
 }
 OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"basic": (), "accessToken": (), "ssh": ("passphrase",)}
+
+
+SSH_OPTIONS_ONLY_WITH_SSH = ValidationRule(
+    "!has(self.ssh) || self.type == 'ssh'",
+    "spec.ssh is read only with spec.type ssh: remove spec.ssh, or set spec.type to ssh.",
+    reason="FieldValueForbidden",
+    field_path=".ssh",
+)
 
 
 class SSHOptions(ApiModel):
@@ -41,7 +49,9 @@ class FliptCredentialSpec(ApiModel):
     secret_ref: LocalObjectReference = Field(
         description="The Secret, in the same namespace, that holds the credential's keys."
     )
-    ssh: SSHOptions | None = Field(default=None, description="SSH settings; used when type is ssh.")
+    ssh: SSHOptions | None = Field(default=None, description="SSH settings; only with type ssh.")
+
+    model_config = {"json_schema_extra": validation_rules(SSH_OPTIONS_ONLY_WITH_SSH)}
 
     @property
     def ssh_options(self) -> SSHOptions:

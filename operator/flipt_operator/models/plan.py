@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from .credential import FliptCredentialSpec
 from .environment import ResourceRequirements
+from .storage import DATA_DIR as DATA_DIR
 from .storage import FliptStorageSpec
 
 Generation = Literal["v1", "v2"]
 Severity = Literal["Error", "Warning"]
 
 # Paths and ports of the Flipt image and the official Helm chart.
-DATA_DIR = "/var/opt/flipt"
 CONFIG_FILE = "/etc/flipt/config/default.yml"
 STATE_DIR = "/home/flipt/.config/flipt"
 HTTP_PORT = 8080
@@ -36,11 +36,17 @@ def _default_sidecar_resources() -> dict[str, dict[str, str]]:
     return {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
 
-def supports_native_sidecars(git_version: str) -> bool:
-    """Whether an API server of this version (`/version` gitVersion, e.g. "v1.30.2-eks-1") takes
-    native sidecars: on by default from 1.29. Older servers reject probes on init containers."""
+def server_release(git_version: str) -> tuple[int, int] | None:
+    """(major, minor) of an API server's `/version` gitVersion, e.g. "v1.30.2-eks-1" -> (1, 30)."""
     match = re.match(r"^v?(\d+)\.(\d+)", git_version.strip())
-    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (1, 29)  # type: ignore[union-attr]
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def supports_native_sidecars(git_version: str) -> bool:
+    """Whether an API server of this version takes native sidecars: on by default from 1.29.
+    Older servers reject probes on init containers."""
+    release = server_release(git_version)
+    return release is not None and release >= (1, 29)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 
-from ..models.credential import FliptCredentialSpec
+from ..models.credential import SSH_OPTIONS_ONLY_WITH_SSH, FliptCredentialSpec
 
 KNOWN_HOST_KEY_TYPES = {
     "ssh-rsa",
@@ -33,8 +33,18 @@ def _ok(spec: FliptCredentialSpec, secret_name: str) -> CredentialCheck:
     return CredentialCheck(True, "Valid", f"Secret {secret_name} holds a valid {spec.type} credential.")
 
 
+def spec_problem(spec: FliptCredentialSpec) -> CredentialCheck | None:
+    """What the CRD's CEL rules refuse (models.credential), for API servers that do not apply them."""
+    if spec.ssh is not None and spec.type != "ssh":
+        return CredentialCheck(False, "SSHSettingsWithoutSSHType", SSH_OPTIONS_ONLY_WITH_SSH.message)
+    return None
+
+
 def check_credential(spec: FliptCredentialSpec, secret: dict[str, bytes] | None) -> CredentialCheck:
     """`secret` is the Secret's decoded data, or None when the Secret does not exist."""
+    problem = spec_problem(spec)
+    if problem:
+        return problem
     name = spec.secret_ref.name
     if secret is None:
         return CredentialCheck(

@@ -8,10 +8,10 @@ that keep it from being rendered. Warnings never block a plan.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
 
 from ..models.common import SecretKeyReference
 from ..models.credential import OPTIONAL_KEYS, REQUIRED_KEYS, FliptCredentialSpec
@@ -28,9 +28,8 @@ from ..models.plan import (
     ServerPlan,
     StoragePlan,
     is_sqlite_url,
-    sqlite_path,
 )
-from ..models.storage import FliptStorageSpec, MemorySpec
+from ..models.storage import PASSWORD_IN_URL_PATTERN, SQLITE_ON_VOLUME_PATTERN, FliptStorageSpec, MemorySpec
 
 ENV = "FliptEnvironment"
 STORAGE = "FliptStorage"
@@ -396,7 +395,8 @@ def _check_database(out: _Collector, sid: str, spec: FliptStorageSpec, secrets: 
         )
     if db.url_secret_ref is not None:
         _secret_ref_problem(out, STORAGE, sid, "spec.database.urlSecretRef", db.url_secret_ref, secrets)
-    if db.url is not None and _has_password(db.url):
+    # The same patterns as the CRD's CEL rules, for API servers that do not apply them.
+    if db.url is not None and re.search(PASSWORD_IN_URL_PATTERN, db.url):
         out.error(
             STORAGE, sid, "spec.database.url", "PasswordInDatabaseURL",
             f"FliptStorage {sid}: spec.database.url holds a password, and it would be written to a "
@@ -410,24 +410,13 @@ def _check_database(out: _Collector, sid: str, spec: FliptStorageSpec, secrets: 
                 f"FliptStorage {sid} uses SQLite, whose file would be lost with the pod: set "
                 f"spec.database.claimName to a PersistentVolumeClaim (mounted at {DATA_DIR}).",
             )
-        path = posixpath.normpath(sqlite_path(db.url)) if sqlite_path(db.url) else ""
-        if not path.startswith(DATA_DIR + "/"):
+        if not re.match(SQLITE_ON_VOLUME_PATTERN, db.url):
             out.error(
                 STORAGE, sid, "spec.database.url", "SQLitePathNotOnVolume",
-                f"FliptStorage {sid}: the SQLite file must be under {DATA_DIR}, the only writable volume "
-                f"(the root filesystem is read-only), e.g. file:{DATA_DIR}/flipt.db.",
+                f"FliptStorage {sid}: the SQLite file must be a path under {DATA_DIR}, the only writable "
+                "volume (the root filesystem is read-only), without '.' or '..' segments, e.g. "
+                f"file:{DATA_DIR}/flipt.db.",
             )
-
-
-def _has_password(url: str) -> bool:
-    """Whether a URL carries a password (user:password@host, or a password= query parameter)."""
-    parsed = urlsplit(url)
-    try:
-        password = parsed.password
-    except ValueError:
-        password = None
-    query = {k.lower() for k, _ in parse_qsl(parsed.query, keep_blank_values=True)}
-    return bool(password) or bool(query & {"password", "authtoken"})
 
 
 def _check_local_paths(out: _Collector, used: Mapping[str, FliptStorageSpec]) -> None:
