@@ -322,6 +322,7 @@ class PodWorker(threading.Thread):
         self.init_index = 0
         self.transitions: dict[str, tuple[str, str]] = {}
         self.last_status: dict | None = None
+        self.last_error = ""
 
     # -- lifecycle --
     def request_stop(self, grace: float) -> None:
@@ -344,8 +345,10 @@ class PodWorker(threading.Thread):
                     self.setup_error = exc
                     if not exc.retry:
                         self.phase = "Failed"
-                except Exception:  # noqa: BLE001 - one pod's trouble must not take the node down
-                    log.exception("pod %s: step failed", self.key)
+                except Exception as exc:  # noqa: BLE001 - one pod's trouble must not take the node down
+                    if repr(exc) != self.last_error:  # once per distinct error, not every round
+                        log.exception("pod %s: step failed", self.key)
+                    self.last_error = repr(exc)
                 self._report()
                 self.stop_requested.wait(0.2)
         finally:
