@@ -120,3 +120,25 @@ def test_a_deployment_is_available_through_its_probes_serves_on_pod_ips_and_its_
     for ip in ips:
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://{ip}:8000/index.html", timeout=2)
+
+
+def test_a_failing_liveness_probe_restarts_the_container(current_kube_cluster, current_namespace):
+    api, ns = current_kube_cluster.api_client, current_namespace
+    core = client.CoreV1Api(api)
+    # Alive while /tmp/alive exists; the container removes it after a moment, so the probe fails.
+    core.create_namespaced_pod(ns, {
+        "metadata": {"name": "flaky"},
+        "spec": {"containers": [{
+            "name": "app", "image": HOST_IMAGE,
+            "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"],
+            "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1,
+                              "failureThreshold": 2},
+        }]},
+    })
+
+    def restarted():
+        status = core.read_namespaced_pod("flaky", ns).status
+        statuses = status.container_statuses or []
+        return statuses and statuses[0].restart_count >= 1 and statuses[0].last_state.terminated
+    last = wait_for(restarted, timeout=60, message="the container restarted after its liveness probe failed")
+    assert last.exit_code == 143  # stopped by SIGTERM, as the kubelet does
