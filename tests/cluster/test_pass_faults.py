@@ -49,7 +49,9 @@ def test_one_broken_server_does_not_block_the_others(current_kube_cluster, curre
     # What precedes the Deployment was applied; the foreign Deployment is as it was.
     assert core.read_namespaced_config_map("b-config", namespace).data
     assert apps.read_namespaced_deployment("b", namespace).spec.selector.match_labels == {"app": "someone-else"}
-    assert any(e.reason == "ApplyFailed" and e.type == "Warning" for e in events_for(api, namespace, "env-b"))
+    # The Event follows the status write: wait for it rather than race it.
+    wait_for(lambda: any(e.reason == "ApplyFailed" and e.type == "Warning" for e in events_for(api, namespace, "env-b")),
+             timeout=15, message="a Warning event ApplyFailed on env-b")
 
     # A removed server is still deleted while b keeps failing.
     client.CustomObjectsApi(api).delete_namespaced_custom_object("flipt.io", "v1alpha1", namespace,
