@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.chart import install, make_namespace, no_admin_operator  # noqa: F401
-from tests.support.deployments import mark_available, read_deployment
+from tests.support.deployments import read_deployment
 from tests.support.kube_objects import condition, condition_is, create_custom, get_custom, put_secret
 from tests.support.operator_fixtures import OperatorProcess, start_operator
 from tests.support.waiting import wait_for
@@ -39,9 +39,9 @@ def run_as(kube_cluster, tmp_path: Path, ns: str, sa: str, **env: str) -> Operat
     return start_operator(kubeconfig, tmp_path / f"operator-{sa}.log", env=env)
 
 
-def until(api, ns, kind, name, type_, status, reason=None):
+def until(api, ns, kind, name, type_, status, reason=None, timeout=30):
     """Wait for a condition the way `kubectl wait` would."""
-    return wait_for(lambda: condition_is(api, ns, kind, name, type_, status, reason), timeout=30,
+    return wait_for(lambda: condition_is(api, ns, kind, name, type_, status, reason), timeout=timeout,
                     message=f"{kind}/{name} {type_}={status} {reason or ''}")
 
 
@@ -65,8 +65,8 @@ def main_scenarios(kube_cluster, ns: str) -> None:
     core.read_namespaced_config_map("flipt-config", ns)
     core.read_namespaced_service_account("flipt", ns)
     until(api, ns, "FliptEnvironment", "production", "Ready", "False")
-    mark_available(api, ns, "flipt")  # the Deployment controller's part; the watch brings it back
-    until(api, ns, "FliptEnvironment", "production", "Ready", "True")
+    # The server's pods run on the local node; the real Deployment controller reports them.
+    until(api, ns, "FliptEnvironment", "production", "Ready", "True", timeout=120)
     until(api, ns, "FliptStorage", "flags", "Ready", "True")
     out = kube_cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "fenv", "--all", "--timeout=30s")
     assert out.returncode == 0, out.stderr
@@ -107,7 +107,11 @@ def assert_no_permission_errors(op: OperatorProcess) -> None:
         assert not lines, f"{hint!r} in the operator log:\n" + "\n".join(lines[:5])
 
 
-def test_cluster_wide_release_runs_the_scenarios_as_its_service_account(kube_cluster, tmp_path):
+def test_cluster_wide_release_runs_the_scenarios_as_its_service_account(current_kube_cluster, tmp_path):
+    # The release's RBAC is under test, used by a local operator process with its ServiceAccount's
+    # token; the servers' pods run on the local node and become Ready through the real controllers.
+    # (The release's own operator pod runs there too, without a way to the API server: it exits.)
+    kube_cluster = current_kube_cluster
     ns, sa = install(kube_cluster)
     docs = json.loads(kube_cluster.kubectl("get", "clusterrole", sa, "-o", "json", check=True).stdout)
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in docs["rules"])
@@ -127,7 +131,8 @@ def test_cluster_wide_release_runs_the_scenarios_as_its_service_account(kube_clu
     assert_no_permission_errors(op)
 
 
-def test_namespaced_release_needs_nothing_cluster_wide(kube_cluster, tmp_path):
+def test_namespaced_release_needs_nothing_cluster_wide(current_kube_cluster, tmp_path):
+    kube_cluster = current_kube_cluster
     api = kube_cluster.api_client
     watched, other = make_namespace(api, "rbac-ns"), make_namespace(api, "rbac-other")
     ns, sa = install(kube_cluster, f"watchNamespaces={{{watched}}}")

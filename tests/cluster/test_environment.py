@@ -8,7 +8,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.support.deployments import mark_available
 from tests.support.kube_objects import (
     condition,
     condition_is,
@@ -41,7 +40,11 @@ def wait_condition(api, ns, kind, name, type_, status, reason=None, timeout=20):
                     message=f"{kind}/{name} {type_}={status} {reason or ''}")
 
 
-def test_environments_become_one_server_and_ready_once_it_is_available(kube_cluster, operator, namespace):
+def test_environments_become_one_server_and_ready_once_it_is_available(current_kube_cluster, current_operator,
+                                                                        current_namespace):
+    # On the current cluster: its pods run on the local node and the real Deployment controller
+    # reports the server available.
+    kube_cluster, namespace = current_kube_cluster, current_namespace
     api = kube_cluster.api_client
     create_custom(api, namespace, "FliptStorage", "flags", {"memory": {}})
     create_custom(api, namespace, "FliptEnvironment", "production",
@@ -67,8 +70,7 @@ def test_environments_become_one_server_and_ready_once_it_is_available(kube_clus
 
     env = wait_condition(api, namespace, "FliptEnvironment", "production", "Ready", "False")
     assert condition(env, "Reconciling")["status"] == "True"
-    mark_available(api, namespace, "flipt")
-    env = wait_condition(api, namespace, "FliptEnvironment", "production", "Ready", "True")
+    env = wait_condition(api, namespace, "FliptEnvironment", "production", "Ready", "True", timeout=120)
     assert condition(env, "ServerAvailable")["status"] == "True"
     assert env["status"]["server"] == "flipt"
     storage = wait_condition(api, namespace, "FliptStorage", "flags", "Ready", "True")
@@ -136,12 +138,13 @@ def test_git_storage_wires_the_sidecar_and_secret_rotation_rolls_the_pods(kube_c
     assert condition(storage, "Synced")["status"] == "Unknown"
 
 
-def test_unchanged_pass_writes_nothing_and_last_environment_removes_the_server(kube_cluster, operator, namespace):
-    api = kube_cluster.api_client
+def test_unchanged_pass_writes_nothing_and_last_environment_removes_the_server(current_kube_cluster, current_operator,
+                                                                                current_namespace):
+    operator, namespace = current_operator, current_namespace
+    api = current_kube_cluster.api_client
     create_custom(api, namespace, "FliptEnvironment", "solo", {})
     wait_for(lambda: deployment(api, namespace, "flipt"), message="server")
-    mark_available(api, namespace, "flipt")
-    env = wait_condition(api, namespace, "FliptEnvironment", "solo", "Ready", "True")
+    env = wait_condition(api, namespace, "FliptEnvironment", "solo", "Ready", "True", timeout=120)
     assert env["status"]["storageBackend"] == "memory"
     assert env["status"]["conditions"][0]["reason"] == "FlagsNotPersisted"
     dep_version = deployment(api, namespace, "flipt").metadata.resource_version

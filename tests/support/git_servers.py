@@ -302,9 +302,10 @@ class GitHttpServer(GitServer):
         self._server.lose_push_replies = lose
 
 
-def _start_http_server(root: Path, tls_dir: Path | None) -> tuple[_GitHttpServer, GitHttpServer]:
+def _start_http_server(root: Path, tls_dir: Path | None,
+                       host: str = "127.0.0.1") -> tuple[_GitHttpServer, GitHttpServer]:
     root.mkdir()
-    server = _GitHttpServer(("127.0.0.1", 0), _CgiBridge)
+    server = _GitHttpServer((host, 0), _CgiBridge)
     server.root = root
     server.users = {"flipt": "s3cret-http-password"}
     scheme, ca_cert = "http", None
@@ -324,13 +325,14 @@ def _start_http_server(root: Path, tls_dir: Path | None) -> tuple[_GitHttpServer
     threading.Thread(target=server.serve_forever, name="git-http-server", daemon=True).start()
     port = server.server_address[1]
     handle = GitHttpServer(
-        root=root, base_url=f"{scheme}://127.0.0.1:{port}", users=server.users, ca_cert=ca_cert, _server=server
+        root=root, base_url=f"{scheme}://{host}:{port}", users=server.users, ca_cert=ca_cert, _server=server
     )
     return server, handle
 
 
-def _serve_http(root: Path, tls_dir: Path | None) -> Iterator[GitHttpServer]:
-    server, handle = _start_http_server(root, tls_dir)
+def _serve_http(root: Path, tls_dir: Path | None, host: str = "127.0.0.1") -> Iterator[GitHttpServer]:
+    """`host`: where to listen; pods on the local node reach the host only at the node's address."""
+    server, handle = _start_http_server(root, tls_dir, host)
     try:
         yield handle
     finally:

@@ -5,6 +5,9 @@
   says); or the cluster of `$KUBECONFIG` when `FLIPT_TEST_USE_EXISTING_CLUSTER=1`.
 - `namespace` (function): a fresh uniquely named namespace per test (never deleted: without
   controllers, namespaces never finish deleting).
+- `current_kube_cluster` (session): a current Kubernetes with its controller-manager, scheduler
+  and a local node that runs pods (`.node`); `current_namespace` (function): a namespace there,
+  deleted after the test.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from flipt_operator.builders.crd_cli import WITHOUT_RULES
 from flipt_operator.builders.crds import takes_validation_rules
 from flipt_operator.devcluster.build import BuildError, build_apiserver, build_current_apiserver
 from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
+from flipt_operator.devcluster.pod_runner import NodeProcess, start_node_process
 from flipt_operator.devcluster.tools import ensure_kubectl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +51,7 @@ class KubeCluster:
     kubectl_path: Path
     local: LocalCluster | None = None  # None when an existing cluster is used
     crds: list[str] = field(default_factory=list)
+    node: NodeProcess | None = None  # the local node that runs pods (current cluster only)
 
     @property
     def server(self) -> str:
@@ -106,7 +111,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             _build_error.append(str(exc))
     if any("current_kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         try:
-            build_current_apiserver()  # a no-op when cached
+            build_current_apiserver()  # with the controller-manager and scheduler; a no-op when cached
         except BuildError as exc:
             _build_error.append(str(exc))
 
@@ -135,19 +140,23 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
 
 
 @pytest.fixture(scope="session")
-def current_kube_cluster() -> Iterator[KubeCluster]:
+def current_kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     """A second local cluster on a current Kubernetes (devcluster.build.CURRENT_KUBERNETES, built
-    from Go modules), CRDs applied: what needs a server newer than 1.28 (native sidecars, CEL)."""
+    from Go modules) with its controller-manager and scheduler, and a local node that runs the pods
+    (devcluster.pod_runner), CRDs applied: what needs a server newer than 1.28 (native sidecars,
+    CEL) and everything that needs pods to run."""
     if _build_error:
         pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
-    with LocalCluster(apiserver=str(build_current_apiserver())) as local:
+    with LocalCluster(apiserver=build_current_apiserver(), controllers=True) as local:
         assert local.kubeconfig is not None
         api = local.api_client()
-        crds = apply_project_crds(api)
+        node = start_node_process(local.kubeconfig, tmp_path_factory.mktemp("local-node"))
         try:
+            crds = apply_project_crds(api)
             yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=ensure_kubectl(),
-                              local=local, crds=crds)
+                              local=local, crds=crds, node=node)
         finally:
+            node.stop()
             api.close()
 
 
@@ -166,12 +175,25 @@ def own_cluster() -> Iterator[LocalCluster]:
         yield local
 
 
-@pytest.fixture
-def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
-    """A fresh namespace for this test; left behind (deletion never completes without controllers)."""
+def _new_namespace(cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{stem}-{uuid.uuid4().hex[:6]}" if stem else f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(kube_cluster.api_client).create_namespace(
+    client.CoreV1Api(cluster.api_client).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"flipt-operator/test": "true"}))
     )
     return name
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace for this test; left behind (deletion never completes without controllers)."""
+    return _new_namespace(kube_cluster, request)
+
+
+@pytest.fixture
+def current_namespace(current_kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the current cluster, deleted after the test (its namespace controller
+    finishes the deletion, and the local node stops the pods)."""
+    name = _new_namespace(current_kube_cluster, request)
+    yield name
+    client.CoreV1Api(current_kube_cluster.api_client).delete_namespace(name)

@@ -93,3 +93,15 @@ def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
+
+
+@pytest.fixture
+def current_operator(current_kube_cluster, current_namespace, tmp_path) -> Iterator[OperatorProcess]:
+    """An operator on the current cluster (controllers and a local node: the pods it renders run),
+    watching only this test's namespace: a session-wide one would delete, as orphans, the servers
+    other tests apply straight from the renderers."""
+    op = start_operator(current_kube_cluster.kubeconfig, tmp_path / "operator.log",
+                        extra_args=("--namespace", current_namespace))
+    yield op
+    op.stop()
+    assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]

@@ -65,10 +65,10 @@ chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (n
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-# One Event per condition change (ours and kopf's warnings).
+# One Event per condition change (ours and kopf's warnings); a repeat bumps its count (patch).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # The children of each Flipt server.
 - apiGroups: [""]
   resources: ["services", "serviceaccounts"]

@@ -1,4 +1,5 @@
-"""Start and stop a local etcd + kube-apiserver 1.20 (no controllers, no kubelet).
+"""Start and stop a local etcd + kube-apiserver, optionally with kube-controller-manager and
+kube-scheduler (`controllers=True`, a current release only; pods then run on `pod_runner`'s node).
 
 `LocalCluster` is a context manager: free ports, a temp dir (etcd data on /dev/shm when it
 exists), a generated service-account key, a tokens.csv with an admin token (group
@@ -31,7 +32,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .build import apiserver_path, binary_works
+from .build import apiserver_path, binary_works, current_binary_path
 
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
@@ -40,6 +41,9 @@ STATE_FILE = "state.json"
 PORT_RETRIES = 3
 ETCD_DIR_PREFIX = "flipt-etcd-"
 ETCD_PID_FILE = "etcd.pid"  # next to etcd's data, so a later start can remove a dead run's tmpfs data
+# The identities the controller-manager and the scheduler authenticate as (static tokens). They
+# are in system:masters: the dev cluster's control plane, not a test of its RBAC.
+CONTROL_PLANE_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
 
 
 class ClusterError(RuntimeError):
@@ -219,6 +223,9 @@ class ClusterState:
     apiserver_pid: int
     admin_token: str
     owns_workdir: bool
+    controller_manager_pid: int = 0
+    scheduler_pid: int = 0
+    node_pid: int = 0  # a `dev-cluster node` (it cleans up its pods and network on SIGTERM)
 
     def save(self, directory: Path) -> Path:
         path = directory / STATE_FILE
@@ -240,6 +247,12 @@ class ClusterState:
         return _pid_alive(self.apiserver_pid, "kube-apiserver") and readyz(self.server, self.admin_token)
 
     def stop(self) -> None:
+        if self.node_pid:
+            stop_pid(self.node_pid, "dev-cluster node", timeout=60.0)
+        if self.scheduler_pid:
+            stop_pid(self.scheduler_pid, "kube-scheduler")
+        if self.controller_manager_pid:
+            stop_pid(self.controller_manager_pid, "kube-controller-manager")
         stop_pid(self.apiserver_pid, "kube-apiserver")
         stop_pid(self.etcd_pid, "etcd")
         shutil.rmtree(self.etcd_data_dir, ignore_errors=True)
@@ -269,6 +282,7 @@ class LocalCluster:
         apiserver: Path | None = None,
         etcd: Path | None = None,
         extra_apiserver_args: Sequence[str] = (),
+        controllers: bool = False,
     ) -> None:
         self.admin = TokenUser(ADMIN_USER, ADMIN_GROUPS)
         self.users: dict[str, TokenUser] = {ADMIN_USER: self.admin}
@@ -282,6 +296,14 @@ class LocalCluster:
         self.apiserver_bin = Path(apiserver) if apiserver else apiserver_path()
         self.etcd_bin = Path(etcd) if etcd else Path(shutil.which("etcd") or "/usr/bin/etcd")
         self.extra_apiserver_args = list(extra_apiserver_args)
+        # kube-controller-manager and kube-scheduler of the current release, next to its apiserver
+        self.controllers = controllers
+        if controllers:
+            for name in CONTROL_PLANE_USERS:
+                self.users[name] = TokenUser(name, ADMIN_GROUPS)
+        self._controller_manager: subprocess.Popen | None = None
+        self._scheduler: subprocess.Popen | None = None
+        self._node_pid = 0
         self.workdir: Path | None = None
         self.etcd_data_dir: Path | None = None
         self.server: str = ""
@@ -306,9 +328,9 @@ class LocalCluster:
 
     @property
     def pids(self) -> dict[str, int]:
-        return {
-            name: proc.pid for name, proc in (("etcd", self._etcd), ("kube-apiserver", self._apiserver)) if proc
-        }
+        procs = (("etcd", self._etcd), ("kube-apiserver", self._apiserver),
+                 ("kube-controller-manager", self._controller_manager), ("kube-scheduler", self._scheduler))
+        return {name: proc.pid for name, proc in procs if proc}
 
     # -- start -----------------------------------------------------------------------
     def _spawn(self, cmd: list[str], log: Path) -> subprocess.Popen:
@@ -339,10 +361,14 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         if not self.etcd_bin.is_file():
             raise ClusterError(f"etcd not found at {self.etcd_bin}; install the Debian package etcd-server")
-        if not binary_works(self.apiserver_bin):
-            raise ClusterError(
-                f"kube-apiserver not found or broken at {self.apiserver_bin}; run `flipt-operator dev-cluster build`"
-            )
+        needed = [self.apiserver_bin]
+        if self.controllers:
+            needed += [current_binary_path("kube-controller-manager"), current_binary_path("kube-scheduler")]
+        for binary in needed:
+            if not binary_works(binary):
+                raise ClusterError(
+                    f"{binary.name} not found or broken at {binary}; run `flipt-operator dev-cluster build`"
+                )
         self._prepare_dirs()
         assert self.workdir is not None and self.etcd_data_dir is not None
         for attempt in range(PORT_RETRIES):
@@ -419,7 +445,54 @@ class LocalCluster:
         self.kubeconfig = wd / "kubeconfig"
         self.kubeconfig.write_text(render_kubeconfig(self.server, self.admin_token, self.ca_file))
         self.kubeconfig.chmod(0o600)
+        if self.controllers:
+            self._start_controllers(sa_key)
         self._save_state()
+
+    def _start_controllers(self, sa_key: Path) -> None:
+        """kube-controller-manager (every default controller: Deployment, ReplicaSet, Job, garbage
+        collector, namespace, node lifecycle, PersistentVolume binder, ...) and kube-scheduler, on
+        loopback, leader election off, each with its own kubeconfig; ready when /healthz says ok."""
+        assert self.workdir is not None and self.ca_file is not None
+        wd = self.workdir
+        extra = {
+            "kube-controller-manager": [
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={sa_key}",
+                f"--root-ca-file={self.ca_file}",
+                "--controllers=*",
+                # the local node heartbeats every 10 s; pods on a node gone for 40 s are evicted
+                "--node-monitor-grace-period=40s",
+            ],
+            "kube-scheduler": [],
+        }
+        started = []
+        for component, args in extra.items():
+            port, log = free_port(), wd / f"{component}.log"
+            proc = self._spawn([
+                str(current_binary_path(component)),
+                f"--kubeconfig={self.kubeconfig_for(f'system:{component}')}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={wd / (component + '-certs')}",
+                "--leader-elect=false",
+                *args,
+            ], log)
+            if component == "kube-controller-manager":
+                self._controller_manager = proc
+            else:
+                self._scheduler = proc
+            started.append((proc, port, component, log))
+        for proc, port, component, log in started:
+            self._wait(lambda port=port: self._healthz(port), proc, component, log, timeout=self.start_timeout)
+
+    @staticmethod
+    def _healthz(port: int) -> bool:
+        try:
+            status, body = http_get(f"https://127.0.0.1:{port}/healthz")
+        except (OSError, urllib.error.URLError):
+            return False
+        return status == 200 and body.strip() == "ok"
 
     def _save_state(self) -> None:
         assert self.workdir is not None and self.etcd_data_dir is not None
@@ -433,7 +506,15 @@ class LocalCluster:
             apiserver_pid=self._apiserver.pid,
             admin_token=self.admin_token,
             owns_workdir=self._owns_workdir,
+            controller_manager_pid=self._controller_manager.pid if self._controller_manager else 0,
+            scheduler_pid=self._scheduler.pid if self._scheduler else 0,
+            node_pid=self._node_pid,
         ).save(self.workdir)
+
+    def record_node(self, pid: int) -> None:
+        """Note a `dev-cluster node` process in the state file, so `dev-cluster stop` ends it first."""
+        self._node_pid = pid
+        self._save_state()
 
     def restart_apiserver(self, down_seconds: float = 0.0, timeout: float | None = None) -> int:
         """Stop kube-apiserver (SIGTERM, then SIGKILL), stay down `down_seconds`, start it again
@@ -489,6 +570,10 @@ class LocalCluster:
 
     # -- stop --------------------------------------------------------------------------
     def _stop_processes(self) -> None:
+        if self._scheduler is not None:
+            stop_pid(self._scheduler.pid, "kube-scheduler", proc=self._scheduler)
+        if self._controller_manager is not None:
+            stop_pid(self._controller_manager.pid, "kube-controller-manager", proc=self._controller_manager)
         if self._apiserver is not None:
             stop_pid(self._apiserver.pid, "kube-apiserver", proc=self._apiserver)
         if self._etcd is not None:

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .build import BuildError, build_apiserver, build_current_apiserver
+from .build import BuildError, build_apiserver, build_current_kubernetes, current_apiserver_path
 from .cluster import ClusterError, ClusterState, LocalCluster
 from .paths import default_state_dir, file_lock
 from .tools import ToolsError, install_tools
@@ -16,9 +16,15 @@ from .tools import ToolsError, install_tools
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dev_command", required=True)
-    b = sub.add_parser("build", help="build kube-apiserver 1.20 from Debian's source and a current one from Go "
+    b = sub.add_parser("build", help="build kube-apiserver 1.20 from Debian's source and a current control plane from Go "
                                      "modules (once each; cached)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cached binary works")
+    n = sub.add_parser("node", help="run a local node (a small kubelet: pods as processes in their own "
+                                    "mount and network namespaces) until SIGTERM; needs root")
+    n.add_argument("--kubeconfig", type=Path, required=True, help="the cluster's admin kubeconfig")
+    n.add_argument("--name", default="local-node", help="the Node's name")
+    n.add_argument("--state-dir", type=Path, required=True,
+                   help="pod directories, claim volumes and container logs (logs/) live here")
     t = sub.add_parser("tools", help="extract the pinned kubectl and helm into the cache; print the dir")
     t.add_argument("--force", action="store_true", help="extract again")
     for name, text in (
@@ -31,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where kubeconfig, logs and pids live (default: <cache>/dev-cluster)")
         if name == "start":
             p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for /readyz")
+            p.add_argument("--current", action="store_true",
+                           help="the current Kubernetes (built from Go modules) with its controller-manager, "
+                                "scheduler and a local node that runs pods (needs root), instead of the 1.20 "
+                                "API server alone")
 
 
 def _err(msg: str) -> int:
@@ -38,14 +48,17 @@ def _err(msg: str) -> int:
     return 1
 
 
-def _start(state_dir: Path, timeout: float) -> int:
-    build_apiserver()
+def _start(state_dir: Path, timeout: float, current: bool) -> int:
+    if current:
+        build_current_kubernetes()
+    else:
+        build_apiserver()
     # one start at a time per state dir, so two concurrent starts share one cluster
     with file_lock("dev-cluster-" + hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]):
-        return _start_locked(state_dir, timeout)
+        return _start_locked(state_dir, timeout, current)
 
 
-def _start_locked(state_dir: Path, timeout: float) -> int:
+def _start_locked(state_dir: Path, timeout: float, current: bool) -> int:
     state = ClusterState.load(state_dir)
     if state is not None:
         if state.running():
@@ -54,7 +67,22 @@ def _start_locked(state_dir: Path, timeout: float) -> int:
             return 0
         print("# cleaning up a stale cluster", file=sys.stderr)
         state.stop()
-    cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout).start()
+    if not current:
+        cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout).start()
+    else:
+        from .pod_runner import start_node_process
+
+        cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout,
+                               apiserver=current_apiserver_path(), controllers=True).start()
+        assert cluster.kubeconfig is not None
+        try:
+            node = start_node_process(cluster.kubeconfig, state_dir / "node", detached=True)
+        except BaseException:
+            cluster.stop()
+            raise
+        cluster.record_node(node.process.pid)
+        print(f"# local node {node.name} at {node.host_ip} (pid {node.process.pid}): pods reach this "
+              f"machine at {node.host_ip}; container logs in {node.container_logs}", file=sys.stderr)
     print(f"# kube-apiserver {cluster.server} (pids {cluster.pids}); logs in {state_dir}", file=sys.stderr)
     print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
     return 0
@@ -64,21 +92,27 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.dev_command == "build":
             print(build_apiserver(force=args.force))
-            print(build_current_apiserver(force=args.force))
+            for path in build_current_kubernetes(force=args.force).values():
+                print(path)
             return 0
+        if args.dev_command == "node":
+            from .pod_runner import run_node
+
+            return run_node(args.kubeconfig, args.name, args.state_dir)
         if args.dev_command == "tools":
             print(install_tools(force=args.force))
             return 0
         state_dir = (args.state_dir or default_state_dir()).expanduser().resolve()
         if args.dev_command == "start":
-            return _start(state_dir, args.timeout)
+            return _start(state_dir, args.timeout, args.current)
         state = ClusterState.load(state_dir)
         if args.dev_command == "stop":
             if state is None:
                 print(f"no cluster state in {state_dir}", file=sys.stderr)
                 return 0
             state.stop()
-            print(f"stopped (pids {state.apiserver_pid}, {state.etcd_pid})", file=sys.stderr)
+            print(f"stopped (pids {state.apiserver_pid}, {state.etcd_pid}"
+                  f"{', node ' + str(state.node_pid) if state.node_pid else ''})", file=sys.stderr)
             return 0
         if args.dev_command == "status":
             if state is not None and state.running():
