@@ -26,6 +26,9 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.cluster
 
 FORBIDDEN_HINTS = ("forbidden", "Forbidden", "Not enough permissions", "(403)")
+# A 403 from the NamespaceLifecycle admission plugin, not from RBAC: a cluster-wide release on the
+# shared cluster also sees other tests' namespaces while they are deleted.
+NAMESPACE_TERMINATING = "because it is being terminated"
 
 
 def can_i(kube_cluster, ns: str, sa: str, *args: str) -> bool:
@@ -103,7 +106,7 @@ def main_scenarios(kube_cluster, ns: str) -> None:
 def assert_no_permission_errors(op: OperatorProcess) -> None:
     logs = op.logs()
     for hint in FORBIDDEN_HINTS:
-        lines = [line for line in logs.splitlines() if hint in line]
+        lines = [line for line in logs.splitlines() if hint in line and NAMESPACE_TERMINATING not in line]
         assert not lines, f"{hint!r} in the operator log:\n" + "\n".join(lines[:5])
 
 
