@@ -39,12 +39,21 @@ def status(sidecar: Sidecar) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
-def rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
-__all__ = ["Sidecar", "os", "rss_mb", "start_daemon", "status", "storage", "workdir"]
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_mb(pid: int) -> float:
+    """The kernel's high-water mark of resident memory: a peak no sampling can miss."""
+    return _status_mb(pid, "VmHWM")
+
+
+__all__ = ["Sidecar", "os", "peak_mb", "rss_mb", "start_daemon", "status", "storage", "workdir"]
