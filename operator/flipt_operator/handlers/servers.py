@@ -81,7 +81,6 @@ class Scope:
 
 
 EVERYTHING = Scope(everything=True)
-NOTHING = Scope()
 
 
 def _parse(objects: list[dict], model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, str]]:
