@@ -179,6 +179,8 @@ class Observer:
         self.expected: dict[int, tuple[int, str, float]] = {}  # set -> (generation, value, started)
         self.status_seen: dict[int, float] = {}
         self.config_seen: dict[int, float] = {}
+        self.latest_status: dict[int, tuple[int, float]] = {}  # set -> (observedGeneration, when seen)
+        self.latest_config: dict[int, tuple[list[str], float]] = {}  # set -> (ConfigMap texts, when seen)
         self.stopped = threading.Event()
         for target in (self._watch_storages, self._watch_config_maps):
             threading.Thread(target=target, daemon=True).start()
@@ -200,9 +202,8 @@ class Observer:
         def seen(obj):
             i = int(obj["metadata"]["name"].rsplit("-", 1)[1])
             with self.lock:
-                want = self.expected.get(i)
-                if want and i not in self.status_seen and (obj.get("status") or {}).get("observedGeneration", 0) >= want[0]:
-                    self.status_seen[i] = time.monotonic()
+                self.latest_status[i] = ((obj.get("status") or {}).get("observedGeneration", 0), time.monotonic())
+                self._check(i)
 
         self._watch(lambda namespace, **kw: api.list_namespaced_custom_object(GROUP, VERSION, namespace,
                                                                                "fliptstorages", **kw), seen)
@@ -216,12 +217,25 @@ class Observer:
                 return
             i = int(name[4:-7])
             with self.lock:
-                want = self.expected.get(i)
-                if want and i not in self.config_seen and any(
-                        f'"{want[1]}"' in text or f": {want[1]}\n" in text for text in (obj.data or {}).values()):
-                    self.config_seen[i] = time.monotonic()
+                self.latest_config[i] = (list((obj.data or {}).values()), time.monotonic())
+                self._check(i)
 
         self._watch(core.list_namespaced_config_map, seen, label_selector="app.kubernetes.io/managed-by=flipt-operator")
+
+    def _check(self, i: int) -> None:
+        """Under the lock: whether the latest states seen show set i's expected change. (The
+        operator may answer before this process has recorded what it expects: the states are
+        kept for that, and checked again once the expectation is there.)"""
+        want = self.expected.get(i)
+        if want is None:
+            return
+        generation, value, _ = want
+        status, config = self.latest_status.get(i), self.latest_config.get(i)
+        if i not in self.status_seen and status and status[0] >= generation:
+            self.status_seen[i] = status[1]
+        if i not in self.config_seen and config and any(
+                f'"{value}"' in text or f": {value}\n" in text for text in config[0]):
+            self.config_seen[i] = config[1]
 
     def change(self, i: int, value: str) -> None:
         started = time.monotonic()
@@ -231,6 +245,7 @@ class Observer:
             self.status_seen.pop(i, None)
             self.config_seen.pop(i, None)
             self.expected[i] = (stored["metadata"]["generation"], value, started)
+            self._check(i)
 
     def latency(self, i: int) -> float | None:
         with self.lock:
