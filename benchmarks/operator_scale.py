@@ -1,15 +1,24 @@
 """Operator at scale on a real local kube-apiserver.
 
     .venv/bin/python benchmarks/operator_scale.py --count 200
+    .venv/bin/python benchmarks/operator_scale.py --count 1000 --changes 5 --burst 100
 
-1. Creates COUNT Secrets, FliptCredentials, git FliptStorages and FliptEnvironments (each
-   environment its own server) in one namespace, with a stand-in Deployment controller that
-   reports each server Deployment available, and times until every environment is Ready.
-2. Floor, in the same run: the same number of API writes (the benchmark's own creates, the
-   operator's writes as its metrics count them, and the stand-in controller's) issued by a
-   plain client with the same concurrency, as creates of ConfigMaps. Prints the ratio.
-3. The operator's resident memory with everything in place.
-4. Restarts the operator (a full resync of unchanged objects) and counts its API writes.
+1. Ready: creates COUNT sets (a Secret, a FliptCredential, a git FliptStorage and a
+   FliptEnvironment with its own server) in one namespace, with a stand-in Deployment
+   controller that reports each server Deployment available (there is no kubelet), and times
+   until every environment is Ready. Floor, in the same run: a FIXED number of writes (the 4
+   objects of each set plus the 4 children of each server: 8 x COUNT) issued by a plain client
+   with the same 8 workers as ConfigMap creates. It does not depend on what the operator does.
+2. The operator's peak memory (VmHWM of /proc/<pid>/status, not a sampled RSS).
+3. One change, CHANGES times: a storage's pollInterval; time until its status
+   (observedGeneration) and its server's ConfigMap show it, and what it cost: passes, servers
+   planned, API reads and writes, from the operator's metrics.
+4. A burst: BURST changes to distinct storages spread over 10 s; latency of each, as in 3.
+5. Unrelated Secrets and ConfigMaps (UNRELATED of each): passes they ran (goal 0).
+6. Restarts the operator (a full resync of unchanged objects) and counts its API writes.
+
+`--operator-path DIR` runs the operator from another checkout's `operator/` directory (a
+baseline of the same run; its metrics may lack the request counter, printed as n/a).
 """
 
 from __future__ import annotations
@@ -17,12 +26,16 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import os
+import random
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from kubernetes import client
+from kubernetes import client, watch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,13 +47,35 @@ from tests.support.operator_fixtures import metric_value, start_operator  # noqa
 
 GROUP, VERSION = "flipt.io", "v1alpha1"
 WORKERS = 8
+NS = "bench"
 
 
-def rss_mb(pid: int) -> float:
+def vm_hwm_mb(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class PeakTracker(threading.Thread):
+    """Samples the operator's VmHWM and the number of passes it has finished, so the output can
+    say during which phase the high-water mark was reached (both read, not inferred)."""
+
+    def __init__(self, operator) -> None:
+        super().__init__(daemon=True)
+        self.operator, self.stopped, self.by_passes = operator, threading.Event(), {}
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                passes = metric_value(self.operator.metrics(), "flipt_operator_reconciles_total", 'kind="Namespace"')
+                self.by_passes[int(passes)] = vm_hwm_mb(self.operator.process.pid)
+            except Exception:  # noqa: BLE001 - not serving metrics yet
+                pass
+            self.stopped.wait(0.2)
+
+    def summary(self) -> str:
+        return ", ".join(f"{mb:.0f} MB after {passes} passes" for passes, mb in sorted(self.by_passes.items()))
 
 
 def custom(api, namespace, plural, name, spec):
@@ -78,70 +113,297 @@ def floor_seconds(api, namespace: str, writes: int) -> float:
     return time.monotonic() - started
 
 
+class Costs:
+    """The operator's counters, read from its metrics: passes, servers planned, API requests."""
+
+    def __init__(self, operator) -> None:
+        self.operator = operator
+
+    def read(self) -> dict[str, float | None]:
+        text = self.operator.metrics()
+        has_requests = "flipt_operator_api_requests_total" in text
+        requests = (lambda verbs: sum(metric_value(text, "flipt_operator_api_requests_total", f'verb="{v}"')
+                                      for v in verbs)) if has_requests else (lambda verbs: None)
+        return {
+            "passes": metric_value(text, "flipt_operator_reconciles_total", 'kind="Namespace"'),
+            "servers planned": (metric_value(text, "flipt_operator_pass_servers_total")
+                                if "flipt_operator_pass_servers_total" in text else None),
+            "reads": requests(("get", "list")),
+            "writes": requests(("create", "patch", "update", "delete")),
+            "changes written": metric_value(text, "flipt_operator_api_writes_total"),
+        }
+
+    def settled(self) -> bool:
+        return metric_value(self.operator.metrics(), "flipt_operator_passes_in_progress") == 0
+
+    def wait_quiet(self, quiet: float = 1.5, timeout: float = 120) -> dict[str, float | None]:
+        """The counters once no pass runs and none has changed for `quiet` seconds."""
+        deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+        while time.monotonic() < deadline:
+            now = self.read() if self.settled() else None
+            if now is None or now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return now
+            time.sleep(0.25)
+        raise TimeoutError("the operator did not settle")
+
+
+def writes_by_kind(text: str) -> str:
+    """The operator's writes that changed something, by kind and verb (its own counter)."""
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("flipt_operator_api_writes_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            key = f"{labels['kind'].strip(chr(34))} {labels['verb'].strip(chr(34))}"
+            counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return ", ".join(f"{key} {value:.0f}" for key, value in sorted(counts.items()))
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: (None if after[k] is None or before[k] is None else after[k] - before[k]) for k in after}
+
+
+def show(costs: dict) -> str:
+    return ", ".join(f"{k} {'n/a' if v is None else f'{v:.0f}'}" for k, v in costs.items())
+
+
+class Observer:
+    """Watches the namespace's storages and ConfigMaps and records when each expected change
+    shows: the storage's status.observedGeneration reaching the generation written, and its
+    server's ConfigMap holding the new pollInterval."""
+
+    def __init__(self, api) -> None:
+        self.api = api
+        self.lock = threading.Lock()
+        self.expected: dict[int, tuple[int, str, float]] = {}  # set -> (generation, value, started)
+        self.status_seen: dict[int, float] = {}
+        self.config_seen: dict[int, float] = {}
+        self.latest_status: dict[int, tuple[int, float]] = {}  # set -> (observedGeneration, when seen)
+        self.latest_config: dict[int, tuple[list[str], float]] = {}  # set -> (ConfigMap texts, when seen)
+        self.stopped = threading.Event()
+        for target in (self._watch_storages, self._watch_config_maps):
+            threading.Thread(target=target, daemon=True).start()
+
+    def _watch(self, list_call, on_object, **kwargs) -> None:
+        while not self.stopped.is_set():
+            try:
+                # Long enough that no restart (and its gap) falls inside a measurement.
+                for event in watch.Watch().stream(list_call, NS, timeout_seconds=1800, **kwargs):
+                    on_object(event["object"])
+                    if self.stopped.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - an expired watch: start again
+                time.sleep(0.1)
+
+    def _watch_storages(self) -> None:
+        api = client.CustomObjectsApi(self.api)
+
+        def seen(obj):
+            i = int(obj["metadata"]["name"].rsplit("-", 1)[1])
+            with self.lock:
+                self.latest_status[i] = ((obj.get("status") or {}).get("observedGeneration", 0), time.monotonic())
+                self._check(i)
+
+        self._watch(lambda namespace, **kw: api.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                               "fliptstorages", **kw), seen)
+
+    def _watch_config_maps(self) -> None:
+        core = client.CoreV1Api(self.api)
+
+        def seen(obj):
+            name = obj.metadata.name
+            if not (name.startswith("srv-") and name.endswith("-config")):
+                return
+            i = int(name[4:-7])
+            with self.lock:
+                self.latest_config[i] = (list((obj.data or {}).values()), time.monotonic())
+                self._check(i)
+
+        self._watch(core.list_namespaced_config_map, seen, label_selector="app.kubernetes.io/managed-by=flipt-operator")
+
+    def _check(self, i: int) -> None:
+        """Under the lock: whether the latest states seen show set i's expected change. (The
+        operator may answer before this process has recorded what it expects: the states are
+        kept for that, and checked again once the expectation is there.)"""
+        want = self.expected.get(i)
+        if want is None:
+            return
+        generation, value, _ = want
+        status, config = self.latest_status.get(i), self.latest_config.get(i)
+        if i not in self.status_seen and status and status[0] >= generation:
+            self.status_seen[i] = status[1]
+        if i not in self.config_seen and config and any(
+                f'"{value}"' in text or f": {value}\n" in text for text in config[0]):
+            self.config_seen[i] = config[1]
+
+    def change(self, i: int, value: str) -> None:
+        started = time.monotonic()
+        stored = client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
+            GROUP, VERSION, NS, "fliptstorages", f"flags-{i}", {"spec": {"git": {"pollInterval": value}}})
+        with self.lock:
+            self.status_seen.pop(i, None)
+            self.config_seen.pop(i, None)
+            self.expected[i] = (stored["metadata"]["generation"], value, started)
+            self._check(i)
+
+    def latency(self, i: int) -> float | None:
+        with self.lock:
+            _, _, started = self.expected[i]
+            if i in self.status_seen and i in self.config_seen:
+                return max(self.status_seen[i], self.config_seen[i]) - started
+        return None
+
+    def wait(self, sets: list[int], timeout: float = 120) -> list[float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latencies = [self.latency(i) for i in sets]
+            if all(latency is not None for latency in latencies):
+                return latencies  # type: ignore[return-value]
+            time.sleep(0.02)
+        raise TimeoutError(f"changes not shown: {[i for i in sets if self.latency(i) is None][:10]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--changes", type=int, default=5, help="single changes, one at a time")
+    parser.add_argument("--burst", type=int, default=0, help="changes spread over 10 s (0: skip)")
+    parser.add_argument("--unrelated", type=int, default=200, help="unrelated Secrets and ConfigMaps, each")
+    parser.add_argument("--restart", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--operator-path", help="run the operator from this checkout's operator/ directory")
     parser.add_argument("--malloc-arena-max", default="2",
                         help="MALLOC_ARENA_MAX for the operator, as the image sets it ('' to leave unset)")
     args = parser.parse_args()
     build_apiserver()
     work = Path(tempfile.mkdtemp(prefix="flipt-bench-"))
+    env = {"FLIPT_OPERATOR_SYNC_POLL_SECONDS": "3600"}
+    if args.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
+    if args.operator_path:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(args.operator_path).resolve()), os.environ.get("PYTHONPATH", "")])
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     with LocalCluster() as cluster:
         api = cluster.api_client()
         apply_crds(ROOT / "crds", api_client=api)
         core = client.CoreV1Api(api)
-        for ns in ("bench", "floor"):
+        for ns in (NS, "floor"):
             core.create_namespace({"metadata": {"name": ns}})
-        env = {"FLIPT_OPERATOR_SYNC_POLL_SECONDS": "3600"}
-        if args.malloc_arena_max:
-            env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
         operator = start_operator(cluster.kubeconfig, work / "operator.log", env=env)
-        rss_idle = rss_mb(operator.process.pid)
-        controller = StandInDeploymentController(api, "bench")
+        idle_hwm = vm_hwm_mb(operator.process.pid)
+        costs = Costs(operator)
+        controller = StandInDeploymentController(api, NS)
         controller.start()
 
+        # 1. Ready
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(lambda i: create_set(api, "bench", i), range(args.count)))
+            list(pool.map(lambda i: create_set(api, NS, i), range(args.count)))
         created = time.monotonic() - started
-        while ready_count(api, "bench") < args.count:
+        while ready_count(api, NS) < args.count:
             if time.monotonic() - started > args.timeout:
-                print(f"timeout: {ready_count(api, 'bench')}/{args.count} Ready", file=sys.stderr)
+                print(f"timeout: {ready_count(api, NS)}/{args.count} Ready", file=sys.stderr)
                 return 1
             time.sleep(0.5)
         elapsed = time.monotonic() - started
-        time.sleep(2)  # let trailing passes finish before counting
+        after_ready = costs.wait_quiet()
+        fixed_writes = 8 * args.count
+        floor = floor_seconds(api, "floor", fixed_writes)
+        core.delete_collection_namespaced_config_map("floor")  # the operator watches ConfigMaps too
+        say(f"sets: {args.count} (Secret, FliptCredential, git FliptStorage, FliptEnvironment with its own server)")
+        say(f"time to create them: {created:.1f} s; time until all {args.count} environments Ready: {elapsed:.1f} s")
+        say(f"floor: {fixed_writes} plain ConfigMap creates (4 objects + 4 children per set), {WORKERS} workers: {floor:.1f} s")
+        say(f"ratio (time to Ready / floor): {elapsed / floor:.2f}  (goal <= 2)")
+        say(f"operator until settled: {show(after_ready)}; stand-in controller writes {controller.writes}")
+        say(f"  its writes by kind: {writes_by_kind(operator.metrics())}")
+        say(f"operator VmHWM: {vm_hwm_mb(operator.process.pid):.0f} MB with {4 * args.count} objects "
+            f"(+{4 * args.count} children), {idle_hwm:.0f} MB when started in an empty cluster; VmRSS now "
+            f"{vm_hwm_mb(operator.process.pid, 'VmRSS'):.0f} MB  (goal < 200 MB at 1,000 sets)")
+
+        observer = Observer(api)
+        # 3. single changes
+        if args.changes:
+            rng = random.Random(1)
+            latencies, per_change = [], []
+            for k in range(args.changes):
+                i = rng.randrange(args.count)
+                before = costs.wait_quiet()
+                observer.change(i, f"{1000 + k}s")
+                latencies += observer.wait([i])
+                per_change.append(delta(costs.wait_quiet(), before))
+            say(f"one change (pollInterval of one storage), {args.changes} times at N={args.count}: latency "
+                f"median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s  (goal <= 0.5 s)")
+            for k, cost in enumerate(per_change):
+                say(f"  change {k}: {latencies[k]:.2f} s; {show(cost)}")
+
+        # 4. burst
+        if args.burst:
+            before = costs.wait_quiet()
+            sets = random.Random(2).sample(range(args.count), args.burst)
+            burst_start = time.monotonic()
+            for k, i in enumerate(sets):
+                wait = burst_start + k * 10.0 / args.burst - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                observer.change(i, f"{2000 + k}s")
+            latencies = observer.wait(sets, timeout=300)
+            cost = delta(costs.wait_quiet(), before)
+            say(f"burst: {args.burst} changes over 10 s at N={args.count}: latency median "
+                f"{statistics.median(latencies):.2f} s, max {max(latencies):.2f} s  (goal max <= 2 s); {show(cost)}")
+        observer.stopped.set()
+
+        # 5. unrelated Secrets and ConfigMaps
+        if args.unrelated:
+            before = costs.wait_quiet()
+            text = operator.metrics()
+            ignored = sum(metric_value(text, "flipt_operator_watch_events_total", f'decision="ignored",kind="{k}"')
+                          for k in ("Secret", "ConfigMap"))
+            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(lambda i: core.create_namespaced_secret(
+                    NS, {"metadata": {"name": f"unrelated-{i}"}, "data": {"k": base64.b64encode(b"v").decode()}}),
+                    range(args.unrelated)))
+                list(pool.map(lambda i: core.create_namespaced_config_map(
+                    NS, {"metadata": {"name": f"unrelated-{i}"}, "data": {"k": "v"}}), range(args.unrelated)))
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # every event decided (counted as ignored)
+                text = operator.metrics()
+                now = sum(metric_value(text, "flipt_operator_watch_events_total", f'decision="ignored",kind="{k}"')
+                          for k in ("Secret", "ConfigMap"))
+                if now - ignored >= 2 * args.unrelated:
+                    break
+                time.sleep(0.25)
+            cost = delta(costs.wait_quiet(), before)
+            say(f"unrelated: {args.unrelated} Secrets + {args.unrelated} ConfigMaps created: {show(cost)}  (goal: 0 passes)")
         controller.stopped.set()
-        operator_writes = int(metric_value(operator.metrics(), "flipt_operator_api_writes_total"))
-        user_writes = 4 * args.count
-        total_writes = user_writes + operator_writes + controller.writes
-        rss_full = rss_mb(operator.process.pid)
-        floor = floor_seconds(api, "floor", total_writes)
+        say(f"operator VmHWM at the end: {vm_hwm_mb(operator.process.pid):.0f} MB")
 
-        operator.stop()
-        second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env)
-        deadline = time.monotonic() + 300
-        while metric_value(second.metrics(), "flipt_operator_reconciles_total", 'kind="FliptCredential"') < args.count:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        time.sleep(5)
-        resync_writes = int(metric_value(second.metrics(), "flipt_operator_api_writes_total"))
-        resync_rss = rss_mb(second.process.pid)
-        second.stop()
-
-    objects = 4 * args.count
-    print(f"objects created: {objects} ({args.count} each of Secret, FliptCredential, FliptStorage, FliptEnvironment)")
-    print(f"time to create them: {created:.1f} s; time until all {args.count} environments Ready: {elapsed:.1f} s")
-    print(f"writes: {user_writes} by the benchmark, {operator_writes} by the operator, "
-          f"{controller.writes} by the stand-in Deployment controller = {total_writes}")
-    print(f"floor: {total_writes} plain creates with {WORKERS} workers: {floor:.1f} s")
-    print(f"ratio (time to Ready / floor): {elapsed / floor:.2f}  (target <= 3)")
-    print(f"MALLOC_ARENA_MAX={args.malloc_arena_max or 'unset'}")
-    print(f"operator RSS: {rss_idle:.0f} MB idle, {rss_full:.0f} MB with {objects} objects "
-          f"(+{4 * args.count} owned children); after restart {resync_rss:.0f} MB  (target <= 200 MB at 1,000 objects)")
-    print(f"API writes by a restarted operator resyncing unchanged objects: {resync_writes}  (target 0)")
+        # 6. restart
+        if args.restart:
+            operator.stop()
+            second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env)
+            peaks = PeakTracker(second)
+            peaks.start()
+            second_costs = Costs(second)
+            deadline = time.monotonic() + 300
+            while metric_value(second.metrics(), "flipt_operator_reconciles_total", 'kind="Namespace"') < 1:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            resync = second_costs.wait_quiet(quiet=5)
+            peaks.stopped.set()
+            say(f"restarted operator resyncing unchanged objects: {show(resync)}  (goal: 0 changes written); "
+                f"VmHWM {vm_hwm_mb(second.process.pid):.0f} MB, VmRSS {vm_hwm_mb(second.process.pid, 'VmRSS'):.0f} MB")
+            say(f"  its VmHWM over the restart: {peaks.summary()}")
+            second.stop()
+        else:
+            operator.stop()
+    print(f"(operator logs in {work})")
     return 0
 
 

@@ -172,3 +172,16 @@ def test_a_job_applied_again_is_untouched_and_its_marker_keeps_what_the_operator
     assert (outcome, kube.applies) == ("unchanged", [])
     assert stored["metadata"]["labels"]["app.kubernetes.io/name"] == "migrate"
     assert stored["metadata"]["annotations"]["flipt.io/cache-purged"] == "3"
+
+
+def test_a_changed_manifest_is_applied_without_a_dry_run(kube_cluster, namespace):
+    kube = CountingKube(kube_cluster.api_client)
+    manifest = _manifests(namespace).service_account
+    kube.apply_object(manifest)
+    meta = manifest["metadata"]
+    changed = {**manifest, "metadata": {**meta, "labels": {**(meta.get("labels") or {}), "tier": "edge"}}}
+    kube.applies.clear()
+    # Another applied hash than the live one: our own manifest changed, so the write is certain.
+    outcome, stored = kube.apply_object(changed)
+    assert (outcome, kube.applies) == ("patched", ["apply"])
+    assert stored["metadata"]["labels"]["tier"] == "edge"

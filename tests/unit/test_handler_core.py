@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from flipt_operator.handlers.context import Backoff, Fingerprints, ListedVersions, SyncReports
-from flipt_operator.handlers.servers import Coalescer
+from flipt_operator.handlers.servers import EVERYTHING, Coalescer, Scope
 from flipt_operator.models.sync import StorageSyncState
 
 # -- Coalescer -----------------------------------------------------------------------------------
@@ -20,20 +20,27 @@ def test_requests_during_a_pass_fold_into_exactly_one_more_pass():
     inside, release = threading.Event(), threading.Event()
     passes: list[str] = []
 
-    def work(namespace: str) -> None:
-        passes.append(namespace)
+    def work(namespace: str, scope: Scope) -> None:
+        passes.append((namespace, scope))
         if len(passes) == 1:  # hold the first pass open while others ask
             inside.set()
             assert release.wait(5)
 
-    first = threading.Thread(target=coalescer.run, args=("ns", work))
+    first = threading.Thread(target=coalescer.run, args=("ns", Scope.of(servers=["a"]), work))
     first.start()
     assert inside.wait(5)
-    for _ in range(5):  # each returns at once: the pass under way takes them
-        coalescer.run("ns", work)
+    for name in "bcdef":  # each returns at once: the pass under way takes them
+        coalescer.run("ns", Scope.of(servers=[name], storages=[f"s-{name}"]), work)
     release.set()
     first.join(5)
-    assert passes == ["ns", "ns"]
+    # One more pass, over the union of what the folded requests asked for.
+    assert passes == [("ns", Scope.of(servers=["a"])),
+                      ("ns", Scope.of(servers="bcdef", storages=[f"s-{n}" for n in "bcdef"]))]
+
+
+def test_a_folded_request_for_everything_makes_the_next_pass_a_full_one():
+    assert Scope.of(servers=["a"]) | EVERYTHING == EVERYTHING
+    assert Scope.of(servers=["a"]) | Scope.of(credentials=["c"]) == Scope.of(servers=["a"], credentials=["c"])
 
 
 def test_namespaces_do_not_wait_for_each_other():
@@ -41,16 +48,16 @@ def test_namespaces_do_not_wait_for_each_other():
     inside, release = threading.Event(), threading.Event()
     passes: list[str] = []
 
-    def work(namespace: str) -> None:
+    def work(namespace: str, scope: Scope) -> None:
         passes.append(namespace)
         if namespace == "slow":
             inside.set()
             assert release.wait(5)
 
-    slow = threading.Thread(target=coalescer.run, args=("slow", work))
+    slow = threading.Thread(target=coalescer.run, args=("slow", EVERYTHING, work))
     slow.start()
     assert inside.wait(5)
-    coalescer.run("fast", work)  # runs now, on this thread, while "slow" is held
+    coalescer.run("fast", EVERYTHING, work)  # runs now, on this thread, while "slow" is held
     assert passes == ["slow", "fast"]
     release.set()
     slow.join(5)
@@ -59,14 +66,14 @@ def test_namespaces_do_not_wait_for_each_other():
 def test_a_failing_pass_propagates_and_frees_the_namespace():
     coalescer = Coalescer()
 
-    def broken(namespace: str) -> None:
+    def broken(namespace: str, scope: Scope) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        coalescer.run("ns", broken)
-    ran: list[str] = []
-    coalescer.run("ns", ran.append)  # not stuck "running"
-    assert ran == ["ns"]
+        coalescer.run("ns", Scope.of(servers=["a"]), broken)
+    ran: list[tuple[str, Scope]] = []
+    coalescer.run("ns", Scope.of(servers=["b"]), lambda ns, scope: ran.append((ns, scope)))  # not stuck "running"
+    assert ran == [("ns", Scope.of(servers=["b"]))]
 
 
 # -- Fingerprints ---------------------------------------------------------------------------------
@@ -130,17 +137,19 @@ def _state(revision: str) -> StorageSyncState:
 def test_reports_are_unknown_until_the_namespace_is_read_then_replaced_whole():
     reports = SyncReports()
     assert reports.for_storage("ns", "flags") is None  # not read yet: callers keep what status says
-    assert reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))]})
+    assert reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))]}) is None  # first: all news
     assert reports.for_storage("ns", "flags") == [("pod-a", _state("a" * 40))]
     assert reports.for_storage("ns", "other") == []  # read, and no sidecar reports it
-    assert not reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))]})  # same: no news
-    assert reports.replace_namespace("ns", {})  # the pod went away
+    assert reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))]}) == set()  # same: no news
+    assert reports.replace_namespace("ns", {"flags": [("pod-a", _state("a" * 40))],
+                                            "other": [("pod-b", _state("b" * 40))]}) == {"other"}
+    assert reports.replace_namespace("ns", {"other": [("pod-b", _state("b" * 40))]}) == {"flags"}  # pod-a went
     assert reports.for_storage("ns", "flags") == []
 
 
 def test_reading_a_namespace_with_no_sidecars_the_first_time_is_news():
     reports = SyncReports()
-    assert reports.replace_namespace("ns", {})
+    assert reports.replace_namespace("ns", {}) is None
     assert reports.for_storage("ns", "flags") == []
 
 

@@ -19,6 +19,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
+from prometheus_client import Counter
 
 from .. import GROUP, VERSION
 from ..models.kinds import KindInfo
@@ -27,6 +28,7 @@ EVENT_COMPONENT = "flipt-operator"
 FIELD_MANAGER = "flipt-operator"  # server-side apply: owner of every field the operator renders
 APPLIED_HASH_ANNOTATION = "flipt.io/applied-hash"
 _EVENT_MESSAGE_LIMIT = 1024
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _LOOK_UP: Any = object()  # apply_object's default: read the existing object first
 
 
@@ -57,6 +59,32 @@ class BoundedApiClient(kubernetes.client.ApiClient):
         if kwargs.get("_request_timeout") is None:
             kwargs["_request_timeout"] = (self.timeout.connect, self.timeout.read)
         return super().call_api(*args, **kwargs)
+
+    def param_serialize(self, method: Any, resource_path: Any, path_params: Any = None, *args: Any,
+                        **kwargs: Any) -> Any:
+        # Every generated API method builds its request here, with the path's template at hand.
+        API_REQUESTS.labels(*request_label(resource_path, method, path_params or {})).inc()
+        return super().param_serialize(method, resource_path, path_params, *args, **kwargs)
+
+
+# Every request the handlers make (kopf's own watches are not counted): what a pass costs, as
+# the benchmarks print it.
+API_REQUESTS = Counter("flipt_operator_api_requests_total",
+                       "API requests made by the operator's handlers (kopf's watches aside).", ["verb", "resource"])
+_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def request_label(resource_path: str, method: str, path_params: dict[str, Any]) -> tuple[str, str]:
+    """(verb, resource) of one request from the client's path template, e.g. `get`/`list` and
+    `secrets`, `fliptenvironments/status`."""
+    parts = resource_path.rstrip("/").split("/")
+    sub = parts.pop() if parts[-1] in ("status", "scale") else ""
+    named = parts[-1] == "{name}"
+    resource = parts[-2] if named and len(parts) > 1 else parts[-1]
+    if resource.startswith("{"):
+        resource = str(path_params.get(resource.strip("{}"), resource))
+    verb = ("get" if named else "list") if method == "GET" else _VERBS.get(method, method.lower())
+    return verb, f"{resource}/{sub}" if sub else resource
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -225,7 +253,11 @@ class Kube:
         if existing is not None:
             if already_applied(desired, existing):
                 return "unchanged", existing
-            if same_object(self._server_side_apply(desired, dry_run=True)[1], existing):
+            # The same hash (or none) but a value differs (another manager's edit, the API
+            # server's normalisation): only a dry run tells. Another hash is our own manifest
+            # changed: a change for certain, no dry run needed.
+            if applied_hash_of(existing) in (None, applied_hash_of(desired)) and \
+                    same_object(self._server_side_apply(desired, dry_run=True)[1], existing):
                 return "unchanged", existing
         created, stored = self._server_side_apply(desired)
         if created:
@@ -274,6 +306,12 @@ class Kube:
         api, noun = self._api_for(kind)
         return self._raw(getattr(api, f"list_namespaced_{noun}"), namespace, label_selector=label_selector)["items"]
 
+    def list_children_metadata(self, kind: str, namespace: str, label_selector: str) -> builtins.list[dict[str, Any]]:
+        """The metadata of the objects (a PartialObjectMetadataList: no spec, no status)."""
+        api, noun = self._api_for(kind)
+        return self._raw(getattr(api, f"list_namespaced_{noun}"), namespace, label_selector=label_selector,
+                         _headers={"Accept": _METADATA_ONLY})["items"] or []  # an empty one says null
+
     def list_pods(self, namespace: str, label_selector: str) -> builtins.list[dict[str, Any]]:
         return self._raw(self.core.list_namespaced_pod, namespace, label_selector=label_selector)["items"]
 
@@ -319,6 +357,10 @@ def _now() -> datetime:
 def applied_hash(manifest: dict[str, Any]) -> str:
     """The APPLIED_HASH_ANNOTATION value `apply_object` writes for `manifest`."""
     return str(with_applied_hash(manifest)["metadata"]["annotations"][APPLIED_HASH_ANNOTATION])
+
+
+def applied_hash_of(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
 
 
 def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:

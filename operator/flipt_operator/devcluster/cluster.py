@@ -432,7 +432,7 @@ class LocalCluster:
             f"--service-account-signing-key-file={sa_key}",
             f"--token-auth-file={tokens}",
             "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-cluster-ip-range=10.0.0.0/16",  # room for thousands of Services (benchmarks)
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
             *self.extra_apiserver_args,

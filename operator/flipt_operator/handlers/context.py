@@ -16,6 +16,7 @@ from ..clients.kube import APPLIED_HASH_ANNOTATION, Kube, api_error_text
 from ..models.plan import OperatorDefaults
 from ..models.sync import StorageSyncState
 from ..rules.peering import yields_to_a_peer
+from .watched import WatchedObjects
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,21 @@ class SyncReports:
                 return None
             return list(self.by_storage.get((namespace, name), []))
 
-    def replace_namespace(self, namespace: str, reports: dict[str, list[tuple[str, StorageSyncState]]]) -> bool:
-        """Store a namespace's reports; True when they differ from what was stored."""
+    def replace_namespace(self, namespace: str,
+                          reports: dict[str, list[tuple[str, StorageSyncState]]]) -> set[str] | None:
+        """Store a namespace's reports. Returns the storages whose reports changed, or None on the
+        namespace's first read (every storage's reports went from unknown to known)."""
         with self.lock:
             old = {k[1]: v for k, v in self.by_storage.items() if k[0] == namespace}
             first = namespace not in self.polled
             self.polled.add(namespace)
-            if old == reports and not first:
-                return False
             for key in [k for k in self.by_storage if k[0] == namespace]:
                 del self.by_storage[key]
             for storage, items in reports.items():
                 self.by_storage[(namespace, storage)] = items
-            return True
+            if first:
+                return None
+            return {s for s in set(old) | set(reports) if old.get(s) != reports.get(s)}
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,7 @@ class Context:
     backoff: Backoff = field(default_factory=lambda: Backoff())  # how long Retries waits, per key
     seen: Fingerprints = field(default_factory=lambda: Fingerprints())
     listed: ListedVersions = field(default_factory=lambda: ListedVersions())
+    objects: WatchedObjects = field(default_factory=lambda: WatchedObjects())  # what the passes read
     peering: Peering | None = None  # set when several replicas take turns
     # keys are "<namespace>" or "<namespace>/<name>": the namespace decides the standby check
     retries: Retries = field(init=False)

@@ -11,18 +11,20 @@ from typing import Any
 import kopf
 
 from .. import GROUP, VERSION
+from ..builders.database_jobs import LABEL_STORAGE
 from ..models.kinds import STORAGE
 from .context import Context
 from .database import MANAGED_BY_LABELS, RECHECK_SECONDS
 from .metrics import WATCH_EVENTS
-from .servers import request
+from .servers import EVERYTHING, Scope, request
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY_LABELS)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
 def database_job_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """The Job controller reported progress on a migration or import Job."""
     if memo.servers.listed.changed(event) and memo.servers.changed(event):
-        request(memo.servers, namespace)
+        storage = (((event.get("object") or {}).get("metadata") or {}).get("labels") or {}).get(LABEL_STORAGE)
+        request(memo.servers, namespace, Scope.of(storages=[storage]) if storage else EVERYTHING)
 
 
 @kopf.index(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
@@ -44,7 +46,7 @@ def import_config_map_event(event: kopf.RawEvent, namespace: str, name: str, mem
         return
     if not memo.servers.listed.changed(event):
         return  # the listing at start (the startup passes read every import) or unchanged
-    request(memo.servers, namespace)
+    request(memo.servers, namespace, Scope.of(storages=storages_by_import_config_map.get((namespace, name), [])))
     WATCH_EVENTS.labels("ConfigMap", "pass").inc()
 
 
@@ -56,4 +58,5 @@ async def database_recheck(ctx: Context) -> None:
         await asyncio.sleep(RECHECK_SECONDS)
         for namespace in sorted(ctx.database_namespaces):
             if not await asyncio.to_thread(ctx.standby, namespace):
-                await asyncio.to_thread(request, ctx, namespace)
+                scope = Scope.of(storages=ctx.objects.storages_with(namespace, "database"))
+                await asyncio.to_thread(request, ctx, namespace, scope)

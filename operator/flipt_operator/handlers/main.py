@@ -19,7 +19,7 @@ from ..clients.kube import ApiTimeout, Kube, load_config
 from ..models.plan import supports_native_sidecars
 
 # Importing the handler modules registers their handlers with kopf.
-from . import credential, database_triggers, environment, secrets, storage  # noqa: F401
+from . import credential, database_triggers, environment, secrets, servers, storage  # noqa: F401
 from .context import Context, Peering, operator_defaults
 from .deadline import DEFAULT_PASS_DEADLINE, PASS_CLOCK
 from .servers import MANAGED_BY as MANAGED_BY_SELECTOR
@@ -53,6 +53,9 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = _API_TIMEOUT.connect
     settings.execution.max_workers = int(os.environ.get("FLIPT_OPERATOR_WORKERS", "8"))
+    # kopf keeps a worker (a task, its queue, the last body) per object until it has been idle
+    # this long; at 5 s (the default) a listing of thousands of objects kept them all at once.
+    settings.queueing.idle_timeout = float(os.environ.get("FLIPT_OPERATOR_WORKER_IDLE_SECONDS", "0.5"))
     settings.peering.name = os.environ.get("FLIPT_OPERATOR_PEERING", "flipt-operator")
     settings.peering.stealth = True
     # Server-side filters: of the Deployments and Jobs of the cluster only ours stream in (a
@@ -77,6 +80,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(storage.sync_poller(memo.servers)),
         asyncio.create_task(database_triggers.database_recheck(memo.servers)),
         asyncio.create_task(pass_watchdog(_PASS_DEADLINE)),
+        asyncio.create_task(servers.resync(memo.servers)),
     ]
 
 

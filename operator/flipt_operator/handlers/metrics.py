@@ -21,6 +21,11 @@ PASSES_OVERDUE = Counter(
 OLDEST_PASS_SECONDS = Gauge(
     "flipt_operator_oldest_pass_seconds", "How long the longest-running namespace pass has run (0: none runs)."
 )
+PASS_SERVERS = Counter(
+    "flipt_operator_pass_servers_total",
+    "Servers planned by namespace passes: by full passes (start, periodic resync) and scoped ones (a change).",
+    ["pass"],
+)
 PASSES_IN_PROGRESS = Gauge(
     "flipt_operator_passes_in_progress",
     "Namespaces whose pass runs (a request during a pass folds into it: one more pass, still in progress).",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,8 +40,10 @@ def write_status(
     domain: list[ConditionSpec] = (),  # type: ignore[assignment]
     managed: tuple[str, ...] = (),
     fields: dict[str, Any] | None = None,
+    stored: Callable[[dict[str, Any]], Any] | None = None,
 ) -> bool:
-    """Make body's status say this; True when anything was written."""
+    """Make body's status say this; True when anything was written (and then `stored` is
+    given the object as the API returned it: caches stay current before the watch says so)."""
     old = body.get("status") or {}
     meta = body["metadata"]
     generation = meta.get("generation")
@@ -58,7 +60,9 @@ def write_status(
     patch = merge_patch(old, new)
     if patch is None:
         return False
-    kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+    written = kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+    if stored is not None:
+        stored({**written, "kind": kind.kind})
     API_WRITES.labels(kind.kind, "patch-status").inc()
     involved = {**body, "apiVersion": body.get("apiVersion"), "kind": kind.kind}
     for change in transitions(old.get("conditions"), new["conditions"]):

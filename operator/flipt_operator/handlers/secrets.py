@@ -16,7 +16,7 @@ from ..models.kinds import STORAGE
 from ..rules.references import storage_secret_names
 from . import credential
 from .metrics import WATCH_EVENTS
-from .servers import request
+from .servers import Scope, request
 
 
 @kopf.index(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
@@ -45,5 +45,6 @@ def secret_event(
     credential.on_secret_event(memo.servers, namespace, name, credentials_by_secret)
     # Servers mount Secrets or take env from them: a change rolls the pods (config hash), and
     # the rules check the keys a storage or credential names.
-    request(memo.servers, namespace)
+    request(memo.servers, namespace, Scope.of(storages=storages_by_secret.get(key, []),
+                                              credentials=credentials_by_secret.get(key, [])))
     WATCH_EVENTS.labels("Secret", "pass").inc()

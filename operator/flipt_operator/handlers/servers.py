@@ -1,29 +1,36 @@
-"""The level-based reconcile of one namespace's Flipt servers.
+"""The level-based reconcile of a namespace's Flipt servers.
 
 Everything a server depends on (environments, storages, credentials, Secrets, the
-Deployment's status, sidecar reports) feeds one pass: plan every server, apply what
-changed, delete servers nobody serves, write each environment's and storage's status.
-Triggers from any kind land here; bursts collapse into one pass per namespace.
+Deployment's status, sidecar reports) feeds a pass: plan the servers, apply what changed,
+delete servers nobody serves, write the environments' and storages' status. A trigger asks for
+the part it can affect (a `Scope`: servers, storages, credentials), and the pass widens it to
+everything that shares a storage with it, reads the objects from the watch-fed cache
+(`watched.WatchedObjects`) and the children by name, so one change costs what it touches, not
+the namespace. A full pass (LIST everything, plan every server, delete orphans) runs at start,
+periodically (`RESYNC_SECONDS`) and whenever the cache has not been loaded for the namespace.
+Requests during a pass fold into one more pass over the union of their scopes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import traceback
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
 from ..builders.server_manifests import MANAGED_BY as MANAGED_BY_VALUE
 from ..builders.server_manifests import build_server_manifests
-from ..builders.status import Summary
+from ..builders.status import ConditionSpec, Summary
 from ..builders.status_decisions import StatusDecision, deployment_availability, environment_status, storage_status
-from ..clients.kube import Kube, api_error_text, applied_hash, is_transient
+from ..clients.kube import Kube, api_error_text, applied_hash, applied_hash_of, is_transient
 from ..models.credential import FliptCredentialSpec
 from ..models.environment import FliptEnvironmentSpec
 from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
@@ -34,12 +41,46 @@ from ..rules.servers import CredentialState, plan_servers
 from .context import Context
 from .database import DatabaseGate, database_gate
 from .deadline import PASS_CLOCK
-from .metrics import API_WRITES, PASSES_IN_PROGRESS, RECONCILE_SECONDS, RECONCILES
+from .metrics import API_WRITES, PASS_SERVERS, PASSES_IN_PROGRESS, RECONCILE_SECONDS, RECONCILES
 from .reporting import write_status
+from .watched import environment_server, environment_storage, storage_credential
 
 log = logging.getLogger(__name__)
 MANAGED_BY = f"app.kubernetes.io/managed-by={MANAGED_BY_VALUE}"
 CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount")
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+# A pass over more servers than this lists the children's metadata first (4 requests) rather
+# than reading each server's 4 children by name whether they exist or not.
+LIST_METADATA_ABOVE = 8
+# A full pass over every namespace this often: what no watch announces (a child edited by hand
+# that is not watched, a Secret's keys) is put right within this bound.
+RESYNC_SECONDS = float(os.environ.get("FLIPT_OPERATOR_RESYNC_SECONDS", "600"))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a pass must re-plan: the whole namespace, or these servers, these storages (and
+    every server using them) and the storages of these credentials."""
+
+    everything: bool = False
+    servers: frozenset[str] = frozenset()
+    storages: frozenset[str] = frozenset()
+    credentials: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, servers: Iterable[str | None] = (), storages: Iterable[str | None] = (),
+           credentials: Iterable[str | None] = ()) -> Scope:
+        return cls(False, frozenset(s for s in servers if s), frozenset(s for s in storages if s),
+                   frozenset(c for c in credentials if c))
+
+    def __or__(self, other: Scope) -> Scope:
+        if self.everything or other.everything:
+            return EVERYTHING
+        return Scope(False, self.servers | other.servers, self.storages | other.storages,
+                     self.credentials | other.credentials)
+
+
+EVERYTHING = Scope(everything=True)
 
 
 def _parse(objects: list[dict], model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -77,28 +118,85 @@ def _is_ready(obj: dict) -> bool:
 
 @dataclass
 class Snapshot:
-    """What one pass reads: everything server-related in the namespace, listed once."""
+    """What one pass reads. A server's children are read by name when the server is applied
+    (`child`): a LIST of every child of a large namespace costs far more memory (all of them
+    parsed at once) than reading them one server at a time. A pass over many servers first
+    lists the children's metadata (`listed`), so it reads only those that exist and that its
+    manifest may leave unchanged (the same applied hash): a new server costs no read."""
 
     environments: list[dict]
     storages: list[dict]
     credentials: list[dict]
     secrets: dict[str, tuple[list[str], str]]
-    children: dict[str, dict[str, dict]]  # kind -> name -> object (ours, by label)
+    kube: Kube
+    namespace: str
+    listed: dict[str, dict[str, dict]] | None = None  # kind -> name -> metadata-only object
 
     @classmethod
-    def read(cls, kube: Kube, namespace: str) -> Snapshot:
-        storages, credentials = kube.list(STORAGE, namespace), kube.list(CREDENTIAL, namespace)
-        return cls(
-            environments=kube.list(ENVIRONMENT, namespace),
-            storages=storages,
-            credentials=credentials,
-            # Only the Secrets some object names, each by name: the rules need their key names.
-            secrets=kube.secret_keys(namespace, referenced_secret_names(storages, credentials)),
-            children={
-                kind: {o["metadata"]["name"]: o for o in kube.list_children(kind, namespace, MANAGED_BY)}
-                for kind in CHILD_KINDS
-            },
-        )
+    def read(cls, ctx: Context, namespace: str) -> Snapshot:
+        """Everything server-related in the namespace, listed once; the cache is loaded from it."""
+        kube = ctx.kube
+        environments, storages = kube.list(ENVIRONMENT, namespace), kube.list(STORAGE, namespace)
+        credentials = kube.list(CREDENTIAL, namespace)
+        for kind, items in ((ENVIRONMENT, environments), (STORAGE, storages), (CREDENTIAL, credentials)):
+            ctx.objects.load(namespace, kind.kind, items)
+        ctx.objects.mark_primed(namespace)
+        return cls(environments, storages, credentials, _secret_keys(kube, namespace, storages, credentials),
+                   kube, namespace, _children_metadata(kube, namespace, MANAGED_BY))
+
+    @classmethod
+    def read_scope(cls, ctx: Context, namespace: str, servers: set[str], storages: set[str]) -> Snapshot:
+        """The objects of these servers and storages from the cache; Secrets and children from the API."""
+        objects = ctx.objects
+        environments = objects.of_kind(ENVIRONMENT.kind, namespace, objects.environments_of_servers(namespace, servers))
+        storage_objects = objects.of_kind(STORAGE.kind, namespace, storages)
+        credential_names = {c for s in storage_objects if (c := storage_credential(s))}
+        credentials = objects.of_kind(CREDENTIAL.kind, namespace, credential_names)
+        listed = _children_metadata(ctx.kube, namespace, MANAGED_BY) if len(servers) > LIST_METADATA_ABOVE else None
+        return cls(environments, storage_objects, credentials,
+                   _secret_keys(ctx.kube, namespace, storage_objects, credentials), ctx.kube, namespace, listed)
+
+    def child(self, kind: str, name: str, applied: str | None = None) -> dict | None:
+        """The live child, or None. With `listed`: None without a read when it does not exist,
+        and its metadata alone when its applied hash is not `applied` (the apply writes anyway)."""
+        if self.listed is not None:
+            meta = self.listed[kind].get(name)
+            if meta is None:
+                return None
+            if applied is not None and applied_hash_of(meta) != applied:
+                return meta
+        return self.kube.read_child(kind, self.namespace, name)
+
+
+def _secret_keys(kube: Kube, namespace: str, storages: list[dict], credentials: list[dict]) -> dict[str, tuple[list[str], str]]:
+    # Only the Secrets these objects name, each by name: the rules need their key names.
+    return kube.secret_keys(namespace, referenced_secret_names(storages, credentials))
+
+
+def _children_metadata(kube: Kube, namespace: str, selector: str) -> dict[str, dict[str, dict]]:
+    """kind -> name -> metadata of our children (what finding orphans needs, not whole objects)."""
+    return {kind: {o["metadata"]["name"]: o for o in kube.list_children_metadata(kind, namespace, selector)}
+            for kind in CHILD_KINDS}
+
+
+def widen(ctx: Context, namespace: str, scope: Scope) -> tuple[set[str], set[str]]:
+    """(servers, storages) a scope concerns: its servers and the servers of its storages (and of
+    its credentials' storages), until every storage used by one of them is in, with every server
+    using it (the rules check a storage across its servers, and its status names them all)."""
+    objects = ctx.objects
+    storages = set(scope.storages) | objects.storages_of_credentials(namespace, scope.credentials)
+    servers = set(scope.servers)
+    while True:
+        used = {s for e in objects.of_kind(ENVIRONMENT.kind, namespace,
+                                           objects.environments_of_servers(namespace, servers))
+                if (s := environment_storage(e))}
+        users = {s for e in objects.of_kind(ENVIRONMENT.kind, namespace,
+                                            objects.environments_of_storages(namespace, storages | used))
+                 if (s := environment_server(e))}
+        if used <= storages and users <= servers:
+            return servers, storages
+        storages |= used
+        servers |= users
 
 
 @dataclass(frozen=True)
@@ -119,8 +217,9 @@ class ServerFailure:
 
 @dataclass
 class ServerOutcome:
-    deployment: dict | None
+    deployment: dict | None  # while applying; dropped after (a pass over many servers keeps none)
     config_hash: str | None
+    availability: ConditionSpec | None = None
     gate: DatabaseGate | None = None
     failure: ServerFailure | None = None
 
@@ -131,7 +230,7 @@ def _apply_server(ctx: Context, namespace: str, snap: Snapshot, result: Any,
     """Apply one server's objects. A failure is returned, not raised: it is this server's, and
     the rest of the pass (other servers, orphans, every status) goes on without it."""
     kube, plan = ctx.kube, result.plan
-    outcome = ServerOutcome(snap.children["Deployment"].get(plan.name), None)
+    outcome = ServerOutcome(snap.child("Deployment", plan.name), None)
     step = f"server {plan.name}"
     try:
         versions = {f"Secret/{s}": snap.secrets[s][1] for s in plan.referenced_secrets() if s in snap.secrets}
@@ -157,7 +256,8 @@ def _apply_server(ctx: Context, namespace: str, snap: Snapshot, result: Any,
             manifest["metadata"]["ownerReferences"] = owners
             if kind == "Deployment":  # our own write's watch event needs no pass of its own
                 ctx.seen.expect_own_write(kind, namespace, name, applied_hash(manifest))
-            written, stored = kube.apply_object(manifest, snap.children[kind].get(name))
+            live = outcome.deployment if kind == "Deployment" else snap.child(kind, name, applied_hash(manifest))
+            written, stored = kube.apply_object(manifest, live)
             if kind == "Deployment":
                 outcome.deployment = stored
                 if written == "unchanged":
@@ -171,6 +271,7 @@ def _apply_server(ctx: Context, namespace: str, snap: Snapshot, result: Any,
         if not isinstance(exc, ApiException):
             where = traceback.extract_tb(exc.__traceback__)[-1]
             log.warning("server failure at %s:%s in %s", os.path.basename(where.filename), where.lineno, where.name)
+    outcome.availability, outcome.deployment = deployment_availability(outcome.deployment), None
     return outcome
 
 
@@ -181,12 +282,17 @@ class PassOutcome:
     transient_failures: list[str]
 
 
-def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
+def reconcile_namespace(ctx: Context, namespace: str, scope: Scope = EVERYTHING) -> PassOutcome:
     """Raises only when the pass's shared reads fail; what fails for one server or object is
     recorded on it, and returned when a retry may help."""
     kube = ctx.kube
     with RECONCILE_SECONDS.labels("Namespace").time():
-        snap = Snapshot.read(kube, namespace)
+        if scope.everything:
+            snap = Snapshot.read(ctx, namespace)
+            servers: set[str] | None = None
+        else:
+            servers, storages = widen(ctx, namespace, scope)
+            snap = Snapshot.read_scope(ctx, namespace, servers, storages)
         env_specs, env_invalid = _parse(snap.environments, FliptEnvironmentSpec)
         storage_specs, storage_invalid = _parse(snap.storages, FliptStorageSpec)
         cred_specs, _ = _parse(snap.credentials, FliptCredentialSpec)
@@ -209,7 +315,13 @@ def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
         ))
         retry = [f"server {server}" for server, outcome in outcomes.items()
                  if outcome.failure is not None and outcome.failure.transient]
-        retry += _delete_orphans(kube, namespace, set(results), snap.children)
+        if servers is None:
+            retry += _delete_orphans(kube, namespace, set(results), snap.listed or {})
+        elif servers - set(results):  # servers of the scope whose last environment went
+            gone = ",".join(sorted(servers - set(results)))
+            retry += _delete_orphans(kube, namespace, set(results), _children_metadata(
+                kube, namespace, f"{MANAGED_BY},{INSTANCE_LABEL} in ({gone})"))
+        PASS_SERVERS.labels("full" if servers is None else "scoped").inc(len(results))
 
         storage_servers: dict[str, set[str]] = defaultdict(set)
         for server, result in results.items():
@@ -235,7 +347,7 @@ def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
                     revision = revisions.pop() if len(revisions) == 1 else None
             decision = environment_status(
                 name, spec.server, result.errors, result.warnings,
-                deployment_availability(outcome.deployment) if outcome else None,
+                outcome.availability if outcome else None,
                 storage_spec.backend if storage_spec else ("memory" if not spec.storage else None),
                 revision, outcome.config_hash if outcome else None,
             )
@@ -273,7 +385,7 @@ def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
             try:
                 decision = environment_decision(obj) if kind is ENVIRONMENT else storage_decision(obj)
                 write_status(kube, kind, obj, summary=decision.summary, domain=decision.domain,
-                             managed=decision.managed, fields=decision.fields)
+                             managed=decision.managed, fields=decision.fields, stored=ctx.objects.store_own_write)
             except Exception as exc:  # noqa: BLE001 - the other statuses are still written
                 what = f"{kind.kind} {obj['metadata']['name']}"
                 log.warning("status of %s/%s not written: %s", namespace, what, api_error_text(exc))
@@ -286,7 +398,8 @@ def reconcile_namespace(ctx: Context, namespace: str) -> PassOutcome:
         complete = not retry and not any(o.failure for o in outcomes.values())
         RECONCILES.labels("Namespace", "done" if complete else "partial").inc()
         # Tests wait on this line to know a pass has run, instead of sleeping.
-        log.debug("pass over %s %s", namespace, "done" if complete else "partial")
+        log.debug("pass over %s %s (%s)", namespace, "done" if complete else "partial",
+                  "everything" if servers is None else f"{len(results)} servers")
         return PassOutcome(retry)
 
 
@@ -312,80 +425,123 @@ def _delete_orphans(kube: Kube, namespace: str, servers: set[str], children: dic
     return failed
 
 
-def _report_failure(ctx: Context, namespace: str, error: str, delay: float) -> None:
+def _report_failure(ctx: Context, namespace: str, scope: Scope, error: str, delay: float) -> None:
     """Keep the error in the environments' status too (events expire); best effort."""
     summary = Summary("retrying", "ReconcileError", f"{error} (retrying in {delay:.0f}s)")
     try:
-        for env in ctx.kube.list(ENVIRONMENT, namespace):
-            write_status(ctx.kube, ENVIRONMENT, env, summary=summary)
+        if scope.everything or not ctx.objects.primed(namespace):
+            environments = ctx.kube.list(ENVIRONMENT, namespace)
+        else:
+            servers, _ = widen(ctx, namespace, scope)
+            environments = ctx.objects.of_kind(ENVIRONMENT.kind, namespace,
+                                               ctx.objects.environments_of_servers(namespace, servers))
+        for env in environments:
+            write_status(ctx.kube, ENVIRONMENT, env, summary=summary, stored=ctx.objects.store_own_write)
     except Exception as exc:  # noqa: BLE001 - the API may be what failed
         log.debug("could not record the failure in status: %s", api_error_text(exc))
 
 
-class Coalescer:
-    """At most one pass per namespace at a time; requests during a pass cause one more pass."""
+class Mergeable(Protocol):
+    def __or__(self: S, other: S, /) -> S: ...
+
+
+S = TypeVar("S", bound=Mergeable)
+
+
+class Coalescer(Generic[S]):
+    """At most one pass per namespace at a time; requests during a pass cause one more pass,
+    over the union of their scopes."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._running: set[str] = set()
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, S] = {}
 
-    def run(self, namespace: str, work) -> Any:
+    def run(self, namespace: str, scope: S, work: Callable[[str, S], Any]) -> Any:
         """The last pass's result; None when the request folded into a pass under way."""
         with self._guard:
             if namespace in self._running:
-                self._dirty.add(namespace)
+                self._dirty[namespace] = self._dirty[namespace] | scope if namespace in self._dirty else scope
                 return None
             self._running.add(namespace)
+            if namespace in self._dirty:  # left by a pass that failed: this one takes it
+                scope = self._dirty.pop(namespace) | scope
         try:
             while True:
-                with self._guard:
-                    self._dirty.discard(namespace)
-                result = work(namespace)
+                result = work(namespace, scope)
                 with self._guard:
                     # Check and release under one lock: a request arriving in between would
                     # otherwise see the pass as running, fold into it, and be lost.
                     if namespace not in self._dirty:
                         self._running.discard(namespace)
                         return result
+                    scope = self._dirty.pop(namespace)
         except BaseException:
-            with self._guard:  # the failure's retry runs a whole pass, which covers folded requests
+            with self._guard:  # requests folded meanwhile stay for the next pass (the retry's)
                 self._running.discard(namespace)
             raise
 
 
-COALESCER = Coalescer()
+COALESCER: Coalescer[Scope] = Coalescer()
+_retry_scopes: dict[str, Scope] = {}
+_retry_guard = threading.Lock()
 
 
-def request(ctx: Context, namespace: str) -> None:
-    """Reconcile the namespace now (or fold into the pass under way). A failure never
-    propagates to the trigger: a pass whose shared reads failed, or in which a server or
-    object failed transiently, is retried with backoff until it succeeds."""
+def request(ctx: Context, namespace: str, scope: Scope = EVERYTHING) -> None:
+    """Reconcile what `scope` concerns in the namespace now (or fold into the pass under way).
+    A failure never propagates to the trigger: a pass whose shared reads failed, or in which a
+    server or object failed transiently, is retried with backoff until it succeeds."""
+    if not scope.everything and not (scope.servers or scope.storages or scope.credentials):
+        return
+    with PASSES_IN_PROGRESS.track_inprogress():
+        COALESCER.run(namespace, scope, lambda ns, s: _run_pass(ctx, ns, s))
+
+
+def _run_pass(ctx: Context, namespace: str, scope: Scope) -> None:
+    if not scope.everything and not ctx.objects.primed(namespace):
+        scope = EVERYTHING  # the watches may not have delivered the whole namespace yet
     try:
-        with PASSES_IN_PROGRESS.track_inprogress():
-            outcome = COALESCER.run(namespace, lambda ns: PASS_CLOCK.time(ns, reconcile_namespace, ctx, ns))
+        outcome = PASS_CLOCK.time(namespace, reconcile_namespace, ctx, namespace, scope)
     except Exception as exc:  # noqa: BLE001 - whatever failed, a later pass may succeed
         delay = ctx.backoff.failed(namespace)
         # The API server's own message, or the type: an exception's text may quote content.
         error = api_error_text(exc)
         log.warning("pass over %s failed: %s; retrying in %.0fs", namespace, error, delay)
-        _report_failure(ctx, namespace, error, delay)
+        _report_failure(ctx, namespace, scope, error, delay)
         if not is_transient(exc):
             where = traceback.extract_tb(exc.__traceback__)[-1]
             log.warning("pass failure at %s:%s in %s", os.path.basename(where.filename), where.lineno, where.name)
         RECONCILES.labels("Namespace", "failed").inc()
-        _retry_later(ctx, namespace, delay)
+        _retry_later(ctx, namespace, delay, scope)
         return
-    if outcome is None:
-        return  # folded into a pass under way, which decides
     if outcome.transient_failures:
         # Already recorded on the objects concerned; failures a person must fix are not retried.
         delay = ctx.backoff.failed(namespace)
         log.info("pass over %s: retrying %s in %.0fs", namespace, ", ".join(outcome.transient_failures), delay)
-        _retry_later(ctx, namespace, delay)
+        _retry_later(ctx, namespace, delay, scope)
     else:
         ctx.backoff.succeeded(namespace)
 
 
-def _retry_later(ctx: Context, namespace: str, delay: float) -> None:
-    ctx.retries.schedule(namespace, delay, request, ctx, namespace)
+def _retry_later(ctx: Context, namespace: str, delay: float, scope: Scope) -> None:
+    """One pending retry per namespace (`Retries`), over every scope that failed meanwhile."""
+    with _retry_guard:
+        _retry_scopes[namespace] = _retry_scopes[namespace] | scope if namespace in _retry_scopes else scope
+    ctx.retries.schedule(namespace, delay, _retry, ctx, namespace)
+
+
+def _retry(ctx: Context, namespace: str) -> None:
+    with _retry_guard:
+        scope = _retry_scopes.pop(namespace, None)
+    if scope is not None:
+        request(ctx, namespace, scope)
+
+
+async def resync(ctx: Context, period: float = RESYNC_SECONDS) -> None:
+    """A full pass over every namespace seen, every `period` seconds (a background task, not a
+    kopf timer: timers put a finalizer on every object they run for)."""
+    while True:
+        await asyncio.sleep(period)
+        for namespace in ctx.objects.namespaces():
+            if not await asyncio.to_thread(ctx.standby, namespace):
+                await asyncio.to_thread(request, ctx, namespace, EVERYTHING)

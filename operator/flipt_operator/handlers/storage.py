@@ -19,7 +19,7 @@ from ..clients.kube import api_error_text
 from ..models.kinds import STORAGE
 from ..models.sync import SidecarStatus, StorageSyncState
 from .context import Context
-from .servers import MANAGED_BY, request
+from .servers import EVERYTHING, MANAGED_BY, Scope, request
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = float(os.environ.get("FLIPT_OPERATOR_SYNC_POLL_SECONDS", "5"))
@@ -29,14 +29,18 @@ POLL_CONCURRENCY = int(os.environ.get("FLIPT_OPERATOR_SYNC_POLL_CONCURRENCY", "3
 
 
 @kopf.on.event(GROUP, VERSION, STORAGE.plural)  # type: ignore[arg-type]  # kopf's protocol spells out every kwarg
-def storage_event(event: kopf.RawEvent, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def storage_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     spec = (event.get("object") or {}).get("spec") or {}
     if spec.get("git"):
         memo.servers.git_namespaces.add(namespace)
     if spec.get("database"):
         memo.servers.database_namespaces.add(namespace)
-    if memo.servers.changed(event):
-        request(memo.servers, namespace)
+    seen = memo.servers.objects.observe(event)  # every event: our status writes keep it current
+    changed = memo.servers.changed(event)
+    if seen.relisted:
+        request(memo.servers, namespace, EVERYTHING)
+    elif changed and not seen.known:
+        request(memo.servers, namespace, Scope.of(storages=[name]))
 
 
 def _sidecar_port(pod: dict[str, Any]) -> int | None:
@@ -94,8 +98,11 @@ async def _poll_namespace(ctx: Context, session: aiohttp.ClientSession, namespac
         if await asyncio.to_thread(ctx.standby, namespace):
             return
         reports = await read_namespace_reports(ctx, session, namespace, limit)
-        if ctx.reports.replace_namespace(namespace, reports):
-            await asyncio.to_thread(request, ctx, namespace)
+        changed = ctx.reports.replace_namespace(namespace, reports)
+        if changed is None:  # the first read: every git storage's reports are news
+            changed = ctx.objects.storages_with(namespace, "git")
+        if changed:
+            await asyncio.to_thread(request, ctx, namespace, Scope.of(storages=changed))
     except Exception as exc:  # noqa: BLE001 - the poller must outlive any one failure
         log.warning("sync poll of %s failed: %s", namespace, api_error_text(exc))
 
