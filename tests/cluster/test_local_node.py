@@ -142,3 +142,25 @@ def test_a_failing_liveness_probe_restarts_the_container(current_kube_cluster, c
         return statuses and statuses[0].restart_count >= 1 and statuses[0].last_state.terminated
     last = wait_for(restarted, timeout=60, message="the container restarted after its liveness probe failed")
     assert last.exit_code == 143  # stopped by SIGTERM, as the kubelet does
+
+
+def test_the_operators_image_runs_when_a_volume_covers_the_checkout(current_kube_cluster, current_namespace):
+    # The rendered servers mount an emptyDir at /tmp; a checkout under /tmp (a CI clone) must not
+    # vanish from the operator's image, which runs this package's interpreter.
+    import sys
+    from pathlib import Path
+
+    import flipt_operator
+
+    api, ns = current_kube_cluster.api_client, current_namespace
+    tops = sorted({"/" + Path(sys.prefix).resolve().parts[1], "/" + Path(flipt_operator.__file__).resolve().parts[1]})
+    spec = {
+        "containers": [{
+            "name": "operator", "image": "flipt-operator:0.1.0", "args": ["crds", "--help"],
+            "volumeMounts": [{"name": f"cover-{i}", "mountPath": top} for i, top in enumerate(tops)],
+        }],
+        "volumes": [{"name": f"cover-{i}", "emptyDir": {}} for i in range(len(tops))],
+    }
+    create_job(api, ns, "covered", spec)
+    assert wait_for(lambda: job_condition(api, ns, "covered"), timeout=90, message="job covered done") == "Complete", \
+        current_kube_cluster.node.container_log(ns, "covered", "operator")

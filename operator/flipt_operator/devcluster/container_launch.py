@@ -90,9 +90,22 @@ def build_root(spec: dict) -> Path:
         _mount("--bind", mount["source"], str(target))
         if mount.get("readOnly"):
             _mount("-o", "remount,bind,ro", str(target))
+    # A volume over an ancestor of the interpreter or this package (a pod's emptyDir at /tmp with
+    # the checkout under /tmp, as in a CI clone) would hide them: bind them back on top, read-only.
+    for path in spec.get("runtime", []):
+        if any(_covers(mount["mountPath"], path) for mount in spec["mounts"]):
+            target = _inside(root, path)
+            target.mkdir(parents=True, exist_ok=True)
+            _mount("--rbind", path, str(target))
+            _mount("-o", "remount,bind,ro", str(target))
     if spec.get("readOnlyRootFilesystem"):
         _mount("-o", "remount,ro", str(root))
     return root
+
+
+def _covers(mount_path: str, path: str) -> bool:
+    mounted, inner = Path(mount_path), Path(path)
+    return mounted == inner or mounted in inner.parents
 
 
 def launch(spec: dict) -> None:

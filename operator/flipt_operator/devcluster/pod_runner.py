@@ -534,6 +534,7 @@ class PodWorker(threading.Thread):
             "mounts": mounts,
             "readOnlyRootFilesystem": bool(sc.get("readOnlyRootFilesystem")),
             "traverse": self.node.traverse,
+            "runtime": self.node.runtime,
             "user": {"uid": uid, "gid": gid, "groups": groups},
             "env": env,
             "workingDir": c.spec.get("workingDir"),
@@ -751,6 +752,10 @@ class LocalNode:
 
         # What a container's user must be able to reach on the host (see container_launch).
         self.traverse = [os.path.realpath(sys.executable), sys.executable, str(Path(flipt_operator.__file__).parent)]
+        # What a container must still see when a volume is mounted over one of its ancestors: the
+        # virtualenv, the interpreter it links to, and the package's source (an editable install).
+        self.runtime = sorted({sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+                               str(Path(flipt_operator.__file__).resolve().parent)})
 
     @property
     def host_ip(self) -> str:
