@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import contextlib
 import os
 import random
 import statistics
@@ -289,13 +290,15 @@ def main() -> int:
         print(line, flush=True)
         lines.append(line)
 
-    with LocalCluster() as cluster:
+    # Every operator started is stopped however the run ends (one left running for 78 min once).
+    with LocalCluster() as cluster, contextlib.ExitStack() as started:
         api = cluster.api_client()
         apply_crds(ROOT / "crds", api_client=api)
         core = client.CoreV1Api(api)
         for ns in (NS, "floor"):
             core.create_namespace({"metadata": {"name": ns}})
         operator = start_operator(cluster.kubeconfig, work / "operator.log", env=env)
+        started.callback(operator.stop)
         idle_hwm = vm_hwm_mb(operator.process.pid)
         costs = Costs(operator)
         controller = StandInDeploymentController(api, NS)
@@ -387,6 +390,7 @@ def main() -> int:
         if args.restart:
             operator.stop()
             second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env)
+            started.callback(second.stop)
             peaks = PeakTracker(second)
             peaks.start()
             second_costs = Costs(second)
