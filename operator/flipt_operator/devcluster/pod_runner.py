@@ -37,6 +37,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -767,9 +768,12 @@ class LocalNode:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.network.open()
         self._register()
-        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._pod_loop, "pods"),
-                             (self._claim_loop, "claims")):
-            thread = threading.Thread(target=target, name=f"node-{name}", daemon=True)
+        # The heartbeat follows the registration just made; pods and claims start at once.
+        for step, seconds, name, wait_first in ((self._heartbeat, HEARTBEAT_SECONDS, "heartbeat", True),
+                                                (self._sync_pods, POLL_SECONDS, "pods", False),
+                                                (self._provision_claims, 1.0, "claims", False)):
+            thread = threading.Thread(target=self._repeat, args=(step, seconds, name, wait_first),
+                                      name=f"node-{name}", daemon=True)
             thread.start()
             self.threads.append(thread)
         return self
@@ -845,22 +849,18 @@ class LocalNode:
                 raise
             self.api.coordination.create_namespaced_lease(LEASE_NAMESPACE, lease)  # type: ignore[arg-type]
 
-    def _heartbeat_loop(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_SECONDS):
-            try:
-                self._heartbeat()
-            except Exception as exc:  # noqa: BLE001 - API down: next beat
-                log.warning("node heartbeat failed: %s", exc)
-
-    # -- pods --
-    def _pod_loop(self) -> None:
+    def _repeat(self, step: Callable[[], None], seconds: float, name: str, wait_first: bool) -> None:
+        """Run `step` every `seconds` until the node stops; a failure (the API down) waits for the next round."""
+        if wait_first and self.stopped.wait(seconds):
+            return
         while not self.stopped.is_set():
             try:
-                self._sync_pods()
+                step()
             except Exception as exc:  # noqa: BLE001 - API down: next round
-                log.warning("listing pods failed: %s", exc)
-            self.stopped.wait(POLL_SECONDS)
+                log.warning("node %s failed: %s", name, exc)
+            self.stopped.wait(seconds)
 
+    # -- pods --
     def _sync_pods(self) -> None:
         pods = {p["metadata"]["uid"]: p for p in self.api.pods_on(self.name)}
         for uid, pod in pods.items():
@@ -909,14 +909,6 @@ class LocalNode:
             raise PodSetupError("CreateContainerConfigError", f"volume {volume} has no hostPath or local path", False)
         Path(path).mkdir(parents=True, exist_ok=True)
         return Path(path)
-
-    def _claim_loop(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self._provision_claims()
-            except Exception as exc:  # noqa: BLE001 - API down: next round
-                log.warning("claims: %s", exc)
-            self.stopped.wait(1.0)
 
     def _provision_claims(self) -> None:
         claims = self.api.read(self.api.core.list_persistent_volume_claim_for_all_namespaces) or {}
