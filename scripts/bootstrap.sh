@@ -4,12 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: etcd for the local API server; Debian's Go 1.19 and friends to build
-# kube-apiserver 1.20 from Debian's source package; git (http-backend, daemon) and sshd for the
+# Debian packages: etcd for the local API servers (Kubernetes itself is built from Go modules with
+# the machine's Go, below); git (http-backend, daemon) and sshd for the
 # git test servers; PostgreSQL, MariaDB and Redis for the database and cache tests; iproute2 and
 # util-linux (ip, mount, nsenter) for the local node's pod namespaces.
 APT_PACKAGES=(
-  etcd-server golang-1.19-go rsync golang-github-modern-go-reflect2-dev dpkg-dev iproute2 util-linux
+  etcd-server iproute2 util-linux
   git openssh-server openssh-client openssl
   postgresql mariadb-server mariadb-client redis-server
 )
@@ -30,6 +30,7 @@ fi
 # Services the tests talk to.
 bash scripts/services.sh
 
-# kube-apiserver 1.20 from Debian's source, and kube-apiserver, kube-controller-manager and
-# kube-scheduler of a current release from Go modules: built once per machine, cached outside the checkout.
+# kube-apiserver, kube-controller-manager and kube-scheduler of v1.35.4 (the current release) and
+# v1.28.15 (the last before native sidecars) from Go modules: built once per machine, cached outside
+# the checkout.
 .venv/bin/flipt-operator dev-cluster build

@@ -38,7 +38,7 @@ trap 'exit 130' INT TERM
 if [ -z "${KUBECONFIG:-}" ]; then
   LOCAL=1
   echo "run: starting a local Kubernetes v1.35 with its controllers and a local node (logs in $CLUSTER_STATE)"
-  eval "$(.venv/bin/flipt-operator dev-cluster start --current --state-dir "$CLUSTER_STATE")"
+  eval "$(.venv/bin/flipt-operator dev-cluster start --pods --state-dir "$CLUSTER_STATE")"
 fi
 echo "run: using KUBECONFIG=$KUBECONFIG"
 
@@ -66,7 +66,7 @@ fi
 
 # A git remote where the node's pods reach this machine, accepting the examples' access token.
 NODE_IP="$("$KUBECTL" get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')"
-.venv/bin/python -c 'import sys, yaml; doc = next(yaml.safe_load_all(open("examples/credential.yaml"))); sys.stdout.write(doc["stringData"]["token"])' >"$WORK/token"
+.venv/bin/python -c 'from tests.support.sample_remote import examples_token; print(examples_token(), end="")' >"$WORK/token"
 .venv/bin/python scripts/sample_git_remote.py --host "$NODE_IP" --root "$WORK/remote" --token-file "$WORK/token" >"$WORK/remote.out" 2>"$WORK/remote.log" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q '^url=' "$WORK/remote.out" 2>/dev/null && break; sleep 0.1; done
@@ -76,12 +76,9 @@ echo "run: sample git remote $REMOTE (git http-backend with basic auth, pid ${PI
 
 # examples/ as they are, with only the remote pointed at the local one.
 .venv/bin/python - "$REMOTE" >"$WORK/examples.yaml" <<'EOF'
-import glob, sys, yaml
-docs = [d for f in sorted(glob.glob("examples/*.yaml")) for d in yaml.safe_load_all(open(f)) if d]
-for d in docs:
-    if d["kind"] == "FliptStorage" and "git" in d.get("spec", {}):
-        d["spec"]["git"]["remote"] = sys.argv[1]
-print(yaml.safe_dump_all(docs, sort_keys=False))
+import sys, yaml
+from tests.support.sample_remote import examples_pointed_at
+print(yaml.safe_dump_all(examples_pointed_at(sys.argv[1]), sort_keys=False))
 EOF
 "$KUBECTL" apply -n "$NS" -f "$WORK/examples.yaml"
 echo "run: waiting for every kind to be Ready (the server's pods run on the local node)"

@@ -16,20 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flipt_operator.clients.git_transport import ACCESS_TOKEN_USERNAME  # noqa: E402
-from tests.support.git_servers import _start_http_server, git, make_bare_repo  # noqa: E402
-
-# Files are <environment directory>/<namespace>/features.yaml (examples/environments.yaml).
-SAMPLE_FLAGS = """\
-version: "1.4"
-namespace:
-  key: default
-flags:
-  - key: new-checkout
-    name: New checkout
-    type: BOOLEAN_FLAG_TYPE
-    enabled: false
-"""
+from tests.support.git_servers import _start_http_server  # noqa: E402
+from tests.support.sample_remote import host_sample_repo  # noqa: E402
 
 
 def main() -> int:
@@ -39,12 +27,7 @@ def main() -> int:
     parser.add_argument("--token-file", required=True, type=Path, help="the access token the server accepts")
     args = parser.parse_args()
     server, handle = _start_http_server(args.root, None, args.host)
-    server.users = {ACCESS_TOKEN_USERNAME: args.token_file.read_text().strip()}
-    repo = make_bare_repo(args.root, "flags", handle.url_for("flags"), {
-        "production/default/features.yaml": SAMPLE_FLAGS,
-        "staging/default/features.yaml": SAMPLE_FLAGS,
-    })  # fmt: skip
-    git("branch", "staging", "main", cwd=repo.bare)
+    host_sample_repo(handle, args.token_file.read_text().strip())
     print(f"url={handle.url_for('flags')}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

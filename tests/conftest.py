@@ -6,8 +6,8 @@ import pytest
 
 pytest_plugins: list[str] = [
     "tests.support.git_servers",
-    "tests.support.operator_fixtures",
     "tests.support.kube_fixtures",
+    "tests.support.operator_fixtures",  # after kube_fixtures, which it imports
     "tests.support.redis_fixtures",
 ]
 

@@ -1,7 +1,10 @@
 """Database storage lifecycle against the real API server, PostgreSQL, MariaDB and Redis.
 
 Nothing runs containers here: tests report a Job's progress the way the Job controller would
-(status subresource) and write `schema_migrations` the way `flipt migrate` would.
+(status subresource) and write `schema_migrations` the way `flipt migrate` would, since the Job's
+pod would have to run the real `flipt migrate` (Flipt cannot be built here). So the tests run on the
+bare cluster (the API server alone, tests/support/on_bare_cluster.py), where no real Job
+controller overwrites that status.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from kubernetes import client
 
+from tests.support import on_bare_cluster
 from tests.support.deployments import mark_available, read_deployment
 from tests.support.kube_objects import (
     condition,
@@ -26,6 +30,11 @@ from tests.support.kube_objects import (
 )
 from tests.support.operator_fixtures import metric_value, start_operator
 from tests.support.waiting import wait_for
+
+# On the bare cluster (see the module's docstring).
+kube_cluster = on_bare_cluster.kube_cluster
+namespace = on_bare_cluster.namespace
+operator = on_bare_cluster.operator
 
 pytestmark = pytest.mark.cluster
 
@@ -95,17 +104,22 @@ def one_job(api, ns, component="migration"):
 
 
 def finish_job(api, ns, name, succeeded=True, message="BackoffLimitExceeded"):
-    """Report the Job's end the way the Job controller does."""
+    """Report the Job's end the way the Job controller does. Since 1.31 the API server takes a
+    finished Job only after its interim condition (SuccessCriteriaMet before Complete,
+    FailureTarget before Failed), as the controller writes them."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def true(type_, **extra):
+        return {"type": type_, "status": "True", "lastProbeTime": now, "lastTransitionTime": now, **extra}
+
     if succeeded:
         status = {"startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
-                  "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now,
-                                  "lastTransitionTime": now}]}
+                  "conditions": [true("SuccessCriteriaMet", reason="CompletionsReached"),
+                                 true("Complete", reason="CompletionsReached")]}
     else:
+        failure = {"reason": message, "message": "Job has reached the specified backoff limit"}
         status = {"startTime": now, "failed": 1, "active": 0,
-                  "conditions": [{"type": "Failed", "status": "True", "reason": message,
-                                  "message": "Job has reached the specified backoff limit",
-                                  "lastProbeTime": now, "lastTransitionTime": now}]}
+                  "conditions": [true("FailureTarget", **failure), true("Failed", **failure)]}
     batch(api).patch_namespaced_job_status(name, ns, {"status": status})
 
 

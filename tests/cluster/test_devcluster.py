@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from flipt_operator.devcluster.cluster import LocalCluster, TokenUser, apply_crds, readyz
+from flipt_operator.devcluster.cluster import LocalCluster, TokenUser, apply_crds, http_get, readyz
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -99,7 +99,9 @@ def test_token_request_and_rbac(kube_cluster, namespace):
     kube_cluster.kubectl("create", "rolebinding", "cm-reader", "--role=cm-reader",
                          f"--serviceaccount={namespace}:reader", "-n", namespace, check=True)
     # the RBAC authorizer sees new bindings through an informer: allow it a moment
-    assert wait_for(lambda: sa_api.list_namespaced_config_map(namespace).items == [], timeout=10, interval=0.1)
+    # (the controller-manager puts kube-root-ca.crt in every namespace)
+    listed = wait_for(lambda: sa_api.list_namespaced_config_map(namespace), timeout=10, interval=0.1)
+    assert {c.metadata.name for c in listed.items} <= {"kube-root-ca.crt"}
     who = kube_cluster.kubectl("auth", "can-i", "list", "configmaps", "-n", namespace,
                                f"--as=system:serviceaccount:{namespace}:reader")
     assert who.stdout.strip() == "yes"
@@ -134,15 +136,18 @@ def test_second_cluster_with_token_user_stops_cleanly(kube_cluster):
 
 def test_cli_start_reuse_status_stop(tmp_path, capsys):
     from flipt_operator.cli import main as cli
+    from flipt_operator.devcluster.build import FALLBACK_KUBERNETES
     from flipt_operator.devcluster.cluster import ClusterState
 
     state_dir = tmp_path / "state"
     try:
-        assert cli(["dev-cluster", "start", "--state-dir", str(state_dir)]) == 0
+        assert cli(["dev-cluster", "start", "--release", FALLBACK_KUBERNETES, "--state-dir", str(state_dir)]) == 0
         first = capsys.readouterr().out
         assert first.startswith("export KUBECONFIG=")
         state = ClusterState.load(state_dir)
         assert state is not None and state.running()
+        status, body = http_get(f"{state.server}/version", state.admin_token)
+        assert status == 200 and json.loads(body)["gitVersion"] == FALLBACK_KUBERNETES
         assert cli(["dev-cluster", "start", "--state-dir", str(state_dir)]) == 0  # reused
         assert capsys.readouterr().out == first
         assert ClusterState.load(state_dir).apiserver_pid == state.apiserver_pid

@@ -182,10 +182,11 @@ def test_unchanged_pass_writes_nothing_and_last_environment_removes_the_server(c
              message="ConfigMap and Service removed too")
 
 
-def test_a_spec_change_runs_one_pass_not_one_more_for_the_operators_own_write(kube_cluster, operator, namespace):
+def test_a_spec_change_runs_one_pass_not_one_more_for_the_operators_own_write(bare_kube_cluster, bare_operator,
+                                                                             bare_namespace):
     """The operator's own apply of the Deployment comes back as a watch event; it is no news.
-    (No Deployment controller runs here, so nothing else reports in between.)"""
-    api = kube_cluster.api_client
+    (On the bare cluster no Deployment controller runs, so nothing else reports in between.)"""
+    api, operator, namespace = bare_kube_cluster.api_client, bare_operator, bare_namespace
     create_custom(api, namespace, "FliptEnvironment", "solo", {"deployment": {"replicas": 1}})
     wait_for(lambda: deployment(api, namespace, "flipt"), message="server")
 

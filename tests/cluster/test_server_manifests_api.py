@@ -42,10 +42,10 @@ def _dry_run(kube_cluster, namespace: str, objects: list[dict]):
     )
 
 
-# Both paths the operator renders, each on a server of its kind: 1.20 (before native sidecars: the
-# sidecar runs beside Flipt, its first sync in an init container) and a current release (native
-# sidecars: an init container with restartPolicy Always).
-CLUSTERS = {"kube_cluster": "v1.20", "current_kube_cluster": "v1.35"}
+# Both paths the operator renders, each on a server of its kind: 1.28 (the last before native
+# sidecars: the sidecar runs beside Flipt, its first sync in an init container) and a current
+# release (native sidecars: an init container with restartPolicy Always).
+CLUSTERS = {"fallback_kube_cluster": "v1.28", "current_kube_cluster": "v1.35"}
 
 
 @pytest.fixture(params=sorted(CLUSTERS))

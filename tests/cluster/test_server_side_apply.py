@@ -1,6 +1,9 @@
 """`Kube.apply_object` against the real API server: what the operator stops rendering is removed,
 a strategy switch is accepted, quantities in another spelling are not rewritten, and an apply
-that would change nothing sends no write (and, in the steady state, no request at all)."""
+that would change nothing sends no write (and, in the steady state, no request at all).
+
+On the bare cluster (tests/support/on_bare_cluster.py): the tests compare resource versions, which
+the real Deployment and Job controllers would move on with their own writes."""
 
 from __future__ import annotations
 
@@ -12,7 +15,12 @@ from kubernetes import client
 
 from flipt_operator.builders.server_manifests import build_server_manifests
 from flipt_operator.clients.kube import APPLIED_HASH_ANNOTATION, FIELD_MANAGER, Kube
+from tests.support import on_bare_cluster
 from tests.support.servers import database, env, ok_plan
+
+# On the bare cluster (see the module's docstring).
+kube_cluster = on_bare_cluster.kube_cluster
+namespace = on_bare_cluster.namespace
 
 pytestmark = pytest.mark.cluster
 

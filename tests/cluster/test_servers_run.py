@@ -1,6 +1,6 @@
-"""End to end on the current cluster: the operator's rendered servers run on the local node and
-become Ready through the real scheduler, Deployment and ReplicaSet controllers (nothing here
-writes a Deployment's status).
+"""End to end with pods: the operator's servers run on the local node and become Ready through the
+real scheduler, Deployment and ReplicaSet controllers (nothing here writes a Deployment's status),
+on the current release (native sidecars) and on v1.28 (the fallback path).
 
 Flipt itself cannot be built here: Flipt's image runs `flipt_standin` (devcluster), which refuses
 to start without the rendered, parseable config file and otherwise answers only /health. The
@@ -11,18 +11,15 @@ listens on the node's address (pods cannot reach the host's loopback).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 from kubernetes import client
 
-from flipt_operator.builders.server_manifests import CONFIG_HASH_ANNOTATION, build_server_manifests
-from flipt_operator.models.plan import OperatorDefaults
+from flipt_operator.builders.server_manifests import CONFIG_HASH_ANNOTATION
 from tests.support.git_servers import _serve_http
 from tests.support.kube_objects import condition, condition_is, create_custom, put_secret
-from tests.support.servers import SIDECAR_IMAGE, credential, git, ok_plan
-from tests.support.servers import env as env_spec
+from tests.support.operator_fixtures import start_operator
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -57,6 +54,23 @@ def available(api, ns, name="flipt"):
             and status.available_replicas == dep.spec.replicas and (status.replicas or 0) == dep.spec.replicas) and dep
 
 
+def git_environment_ready_and_synced(api, ns, git_server):
+    """Environment `prod` on git storage `flags` (a repository on `git_server`, basic auth from a
+    Secret); returns the repository once the environment is Ready and its sidecar's head reached
+    the storage's status."""
+    repo = git_server.create_repo("flags", FLAGS)
+    put_secret(api, ns, "repo-auth", {"username": "flipt", "password": git_server.users["flipt"]})
+    create_custom(api, ns, "FliptCredential", "repo", {"type": "basic", "secretRef": {"name": "repo-auth"}})
+    create_custom(api, ns, "FliptStorage", "flags", {"git": {
+        "remote": repo.url, "credentialRef": {"name": "repo"}, "pollInterval": "2s"}})
+    create_custom(api, ns, "FliptEnvironment", "prod", {"storage": "flags", "directory": "prod", "default": True})
+    wait_ready(api, ns, "FliptEnvironment", "prod", timeout=180)
+    storage = wait_for(lambda: condition_is(api, ns, "FliptStorage", "flags", "Synced", "True"), timeout=60,
+                       message="FliptStorage Synced from the sidecar's /status")
+    assert storage["status"]["sync"]["revision"] == repo.head()
+    return repo
+
+
 def test_a_memory_environment_is_ready_through_the_real_controllers(current_kube_cluster, current_operator,
                                                                     current_namespace):
     api, ns = current_kube_cluster.api_client, current_namespace
@@ -77,17 +91,7 @@ def test_a_git_environment_syncs_through_its_sidecar_rolls_on_a_secret_rotation_
         current_kube_cluster, current_operator, current_namespace, node_git_server):
     api, ns = current_kube_cluster.api_client, current_namespace
     core = client.CoreV1Api(api)
-    repo = node_git_server.create_repo("flags", FLAGS)
-    put_secret(api, ns, "repo-auth", {"username": "flipt", "password": node_git_server.users["flipt"]})
-    create_custom(api, ns, "FliptCredential", "repo", {"type": "basic", "secretRef": {"name": "repo-auth"}})
-    create_custom(api, ns, "FliptStorage", "flags", {"git": {
-        "remote": repo.url, "credentialRef": {"name": "repo"}, "pollInterval": "2s"}})
-    create_custom(api, ns, "FliptEnvironment", "prod", {"storage": "flags", "directory": "prod", "default": True})
-
-    wait_ready(api, ns, "FliptEnvironment", "prod", timeout=180)
-    storage = wait_for(lambda: condition_is(api, ns, "FliptStorage", "flags", "Synced", "True"), timeout=60,
-                       message="FliptStorage Synced from the sidecar's /status")
-    assert storage["status"]["sync"]["revision"] == repo.head()
+    repo = git_environment_ready_and_synced(api, ns, node_git_server)
     (pod,) = server_pods(api, ns)
     sidecar = next(s for s in pod.status.init_container_statuses if s.name == "git-sync")
     assert sidecar.started and sidecar.ready and sidecar.state.running  # a native sidecar, still running
@@ -118,38 +122,56 @@ def test_a_git_environment_syncs_through_its_sidecar_rolls_on_a_secret_rotation_
     assert err.value.status == 404
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native-sidecar", "init-container-fallback"])
-def test_the_rendered_git_server_runs_on_either_sidecar_path(current_kube_cluster, current_namespace, node_git_server,
-                                                              native):
-    """Both pod shapes the operator renders, applied as rendered: the native sidecar (>= 1.29) and
-    the fallback for older servers (`git-sync --once` as an init container, then the sidecar
-    beside Flipt). The fallback's server version cannot run pods here, so its pod runs on the
-    current cluster, whose node runs both shapes the same way an older kubelet would."""
-    api, ns = current_kube_cluster.api_client, current_namespace
-    repo = node_git_server.create_repo("flags", FLAGS)
-    plan = ok_plan(
-        {"prod": env_spec(storage="flags", directory="prod", default=True)},
-        {"flags": git(remote=repo.url, credentialRef={"name": "repo"}, pollInterval="2s")},
-        {"repo": credential("basic", "repo-auth")},
-        {"repo-auth": {"username", "password"}},
-        defaults=OperatorDefaults(sidecar_image=SIDECAR_IMAGE, native_sidecar=native),
-    )
-    plan = dataclasses.replace(plan, namespace=ns)
-    put_secret(api, ns, "repo-auth", {"username": "flipt", "password": node_git_server.users["flipt"]})
-    manifests = build_server_manifests(plan)
-    out = current_kube_cluster.kubectl("apply", "-n", ns, "-f", "-",
-                                       input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests.all()}))
-    assert out.returncode == 0, out.stderr
-    wait_for(lambda: available(api, ns), timeout=180, message="the rendered Deployment available")
+# Each sidecar path on the release it is for, each cluster with its own controllers and node:
+# (path, cluster fixture, namespace fixture, release).
+SIDECAR_PATHS = [
+    ("native-sidecar", "current_kube_cluster", "current_namespace", "v1.35."),
+    ("init-container-fallback", "fallback_kube_cluster", "fallback_namespace", "v1.28."),
+]
+
+
+@pytest.fixture(params=SIDECAR_PATHS, ids=[p[0] for p in SIDECAR_PATHS])
+def sidecar_path(request):
+    """(path, cluster, namespace) on the release the path is for."""
+    path, cluster_fixture, namespace_fixture, release = request.param
+    cluster = request.getfixturevalue(cluster_fixture)
+    assert client.VersionApi(cluster.api_client).get_code().git_version.startswith(release)  # the server we meant
+    return path, cluster, request.getfixturevalue(namespace_fixture)
+
+
+@pytest.fixture
+def path_git_server(sidecar_path, tmp_path):
+    _, cluster, _ = sidecar_path
+    yield from _serve_http(tmp_path / "http-root", None, host=cluster.node.host_ip)
+
+
+@pytest.fixture
+def path_operator(sidecar_path, tmp_path):
+    """An operator on that cluster, watching that namespace only."""
+    _, cluster, ns = sidecar_path
+    op = start_operator(cluster.kubeconfig, tmp_path / "operator.log", extra_args=("--namespace", ns))
+    yield op
+    op.stop()
+
+
+def test_the_operator_picks_the_sidecar_path_of_its_server_and_the_pod_runs_it(sidecar_path, path_operator,
+                                                                                 path_git_server):
+    """The operator reads the server's version and renders a native sidecar (>= 1.29) or the
+    fallback (`git-sync --once` as an init container, then the sidecar beside Flipt); the pod runs
+    under that release's own controllers, in the shape the operator chose."""
+    path, cluster, ns = sidecar_path
+    api = cluster.api_client
+    git_environment_ready_and_synced(api, ns, path_git_server)
     (pod,) = server_pods(api, ns)
     inits = {s.name: s for s in pod.status.init_container_statuses}
-    if native:
-        assert inits["git-sync"].state.running and inits["git-sync"].ready
+    containers = {s.name: s for s in pod.status.container_statuses}
+    if path == "native-sidecar":
+        assert set(inits) == {"git-sync"} and inits["git-sync"].state.running and inits["git-sync"].ready
+        assert set(containers) == {"flipt"}
     else:
-        once = inits["git-sync-init"]
-        assert once.state.terminated.exit_code == 0, current_kube_cluster.node.container_log(
-            ns, pod.metadata.name, "git-sync-init")
-        assert {s.name for s in pod.status.container_statuses if s.ready} == {"flipt", "git-sync"}
+        assert set(inits) == {"git-sync-init"}
+        assert inits["git-sync-init"].state.terminated.exit_code == 0
+        assert set(containers) == {"flipt", "git-sync"} and all(s.ready for s in containers.values())
 
 
 def test_a_local_storage_on_a_claim_is_ready_with_the_claim_bound_and_mounted(current_kube_cluster, current_operator,

@@ -1,6 +1,10 @@
 """End to end: the real git-sync sidecar, run as a local process from the configuration the
 operator rendered, against a real git server, reporting through the operator into
-FliptStorage status on the real API server."""
+FliptStorage status on the real API server.
+
+The sidecar runs on this machine's loopback and a Pod object stands for it (the test writes its
+status as the kubelet would), so the tests run on the bare cluster (tests/support/on_bare_cluster.py):
+on the session's cluster the scheduler would place that Pod and the node would run it."""
 
 import os
 import subprocess
@@ -12,11 +16,17 @@ import yaml
 from kubernetes import client
 
 from flipt_operator.models.gitsync import GitSyncConfig
+from tests.support import on_bare_cluster
 from tests.support.deployments import read_deployment
 from tests.support.git_servers import free_port, stop_process
 from tests.support.gogit_standin import EXIT_CONFLICT, GoGitFliptStandin, standin_binary
 from tests.support.kube_objects import condition, condition_is, create_custom, get_custom, put_secret
 from tests.support.waiting import wait_for
+
+# On the bare cluster (see the module's docstring).
+kube_cluster = on_bare_cluster.kube_cluster
+namespace = on_bare_cluster.namespace
+operator = on_bare_cluster.operator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 

@@ -4,7 +4,9 @@ an IPv6 pod IP is read like any other.
 
 The pods are real Pod objects on the API server with status.podIP on loopback (nothing runs
 containers here); the pods that never answer point at a stand-in for a hung sidecar
-(tests/support/silent_peers.py), the IPv6 one at a small HTTP server on ::1 serving a report."""
+(tests/support/silent_peers.py), the IPv6 one at a small HTTP server on ::1 serving a report.
+They run on the bare cluster (tests/support/on_bare_cluster.py): on the session's cluster the
+scheduler would place those Pods and the node would run them."""
 
 from __future__ import annotations
 
@@ -19,7 +21,12 @@ from flipt_operator.clients.kube import Kube
 from flipt_operator.handlers.context import Context, operator_defaults
 from flipt_operator.handlers.storage import read_namespace_reports, sidecar_status_url
 from flipt_operator.models.sync import SidecarStatus, StorageSyncState
+from tests.support import on_bare_cluster
 from tests.support.silent_peers import silent_listener
+
+# On the bare cluster (see the module's docstring).
+kube_cluster = on_bare_cluster.kube_cluster
+namespace = on_bare_cluster.namespace
 
 TIMEOUT = 1.0
 MANAGED = {"app.kubernetes.io/managed-by": "flipt-operator", "app.kubernetes.io/instance": "flipt"}

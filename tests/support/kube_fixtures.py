@@ -1,17 +1,24 @@
-"""pytest fixtures for tests against a real kube-apiserver (see docs/local-cluster.md).
+"""pytest fixtures for tests against a real Kubernetes (see docs/local-cluster.md).
 
-- `kube_cluster` (session): a `LocalCluster` started once per session, CRDs from `crds/`
-  applied (`crds/pre-1.28/`, without CEL rules, on servers before 1.28, as docs/install.md
-  says); or the cluster of `$KUBECONFIG` when `FLIPT_TEST_USE_EXISTING_CLUSTER=1`.
-- `namespace` (function): a fresh uniquely named namespace per test (never deleted: without
-  controllers, namespaces never finish deleting).
-- `current_kube_cluster` (session): a current Kubernetes with its controller-manager, scheduler
-  and a local node that runs pods (`.node`); `current_namespace` (function): a namespace there,
-  deleted after the test.
+- `current_kube_cluster` (session): the current release (build.CURRENT_KUBERNETES) with its
+  controller-manager, scheduler and a local node that runs pods (`.node`), CRDs from `crds/`
+  applied; or the cluster of `$KUBECONFIG` when `FLIPT_TEST_USE_EXISTING_CLUSTER=1`.
+  `kube_cluster` is the same cluster (the name the tests without pods use).
+- `namespace` / `current_namespace` (function): a fresh namespace there, deleted after the test;
+  `namespace`'s are the ones the session's `operator` watches (`OPERATOR_NAMESPACES`).
+- `fallback_kube_cluster` (session, started on first use): the last release before native
+  sidecars (build.FALLBACK_KUBERNETES), also with controllers and a node: the operator's fallback
+  pod shape runs there. `fallback_namespace` (function): a namespace there.
+- `bare_kube_cluster` (session, started on first use): the current API server alone, no
+  controllers, the CRDs without CEL rules, for tests that stand in for a controller (the migration
+  Job in test_database.py) or need a server without the rules; `bare_namespace` a namespace there.
+  `tests/support/on_bare_cluster.py` points a module's `kube_cluster`, `namespace` and `operator`
+  at it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -26,12 +33,16 @@ from kubernetes import client, config
 
 from flipt_operator.builders.crd_cli import WITHOUT_RULES
 from flipt_operator.builders.crds import takes_validation_rules
-from flipt_operator.devcluster.build import BuildError, build_apiserver, build_current_apiserver
+from flipt_operator.devcluster.build import CURRENT_KUBERNETES, FALLBACK_KUBERNETES, RELEASES, BuildError, build_kubernetes
 from flipt_operator.devcluster.cluster import LocalCluster, apply_crds
 from flipt_operator.devcluster.pod_runner import NodeProcess, start_node_process
 from flipt_operator.devcluster.tools import ensure_kubectl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The namespaces the `namespace` fixture makes and the session's operator watches (a pattern): the
+# tests with an operator of their own (current_operator, ...) use other names on the same cluster.
+OPERATOR_NAMESPACE_PREFIX = "op-"
+OPERATOR_NAMESPACES = f"{OPERATOR_NAMESPACE_PREFIX}*"
 CRDS_DIR = REPO_ROOT / "crds"
 USE_EXISTING_ENV = "FLIPT_TEST_USE_EXISTING_CLUSTER"
 
@@ -97,60 +108,38 @@ def _existing_kubeconfig() -> Path:
 
 _build_error: list[str] = []
 
+_CLUSTER_FIXTURES = {"kube_cluster", "current_kube_cluster", "bare_kube_cluster", "fallback_kube_cluster"}
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build kube-apiserver (first time only, 3-5 min) before any test runs, outside per-test timeouts."""
+    """Build every release (first time only, 15 minutes or more each on shared cores) before any
+    test runs, outside per-test timeouts, when a collected test needs a cluster: a cluster test may
+    use either release, through a fixture, a parametrized one, or a cluster of its own."""
     if os.environ.get(USE_EXISTING_ENV) == "1" or session.config.option.collectonly:
         return
-    # Tests that start a LocalCluster of their own are marked `cluster` without using kube_cluster.
-    if any("kube_cluster" in getattr(item, "fixturenames", ()) or item.get_closest_marker("cluster")
-           for item in session.items):
-        try:
-            build_apiserver()  # a no-op when cached
-        except BuildError as exc:
-            _build_error.append(str(exc))
-    if any("current_kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
-        try:
-            build_current_apiserver()  # with the controller-manager and scheduler; a no-op when cached
-        except BuildError as exc:
-            _build_error.append(str(exc))
-
-
-@pytest.fixture(scope="session")
-def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    kubectl = ensure_kubectl()
-    if os.environ.get(USE_EXISTING_ENV) == "1":
-        kubeconfig = _existing_kubeconfig()
-        api = config.new_client_from_config(config_file=str(kubeconfig))
-        crds = apply_project_crds(api)
-        yield KubeCluster(kubeconfig=kubeconfig, api_client=api, kubectl_path=kubectl, crds=crds)
-        api.close()
+    if not any(item.get_closest_marker("cluster") or _CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))
+               for item in session.items):
         return
-    if _build_error:
-        pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
-    with LocalCluster() as local:
-        assert local.kubeconfig is not None
-        api = local.api_client()
-        crds = apply_project_crds(api)
+    for release in RELEASES:
         try:
-            yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=kubectl,
-                              local=local, crds=crds)
-        finally:
-            api.close()
+            build_kubernetes(release)  # a no-op when cached
+        except BuildError as exc:
+            _build_error.append(str(exc))
 
 
-@pytest.fixture(scope="session")
-def current_kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    """A second local cluster on a current Kubernetes (devcluster.build.CURRENT_KUBERNETES, built
-    from Go modules) with its controller-manager and scheduler, and a local node that runs the pods
-    (devcluster.pod_runner), CRDs applied: what needs a server newer than 1.28 (native sidecars,
-    CEL) and everything that needs pods to run."""
+def _fail_on_build_error() -> None:
     if _build_error:
-        pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
-    with LocalCluster(apiserver=build_current_apiserver(), controllers=True) as local:
+        pytest.fail(f"cannot build Kubernetes: {_build_error[0]}", pytrace=False)
+
+
+@contextlib.contextmanager
+def _cluster_with_pods(release: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """A LocalCluster of `release` with its controllers and a local node, CRDs applied."""
+    _fail_on_build_error()
+    with LocalCluster(release=release, controllers=True) as local:
         assert local.kubeconfig is not None
         api = local.api_client()
-        node = start_node_process(local.kubeconfig, tmp_path_factory.mktemp("local-node"))
+        node = start_node_process(local.kubeconfig, tmp_path_factory.mktemp(f"local-node-{release}"))
         try:
             crds = apply_project_crds(api)
             yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=ensure_kubectl(),
@@ -160,12 +149,58 @@ def current_kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K
             api.close()
 
 
+@pytest.fixture(scope="session")
+def current_kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The current release with its controller-manager and scheduler and a local node that runs the
+    pods (devcluster.pod_runner), CRDs applied: native sidecars, CEL rules, running servers, and the
+    tests that need no pods."""
+    if os.environ.get(USE_EXISTING_ENV) == "1":
+        kubeconfig = _existing_kubeconfig()
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        crds = apply_project_crds(api)
+        yield KubeCluster(kubeconfig=kubeconfig, api_client=api, kubectl_path=ensure_kubectl(), crds=crds)
+        api.close()
+        return
+    with _cluster_with_pods(CURRENT_KUBERNETES, tmp_path_factory) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(current_kube_cluster: KubeCluster) -> KubeCluster:
+    """The session's cluster (the current one), for tests that do not care which release runs."""
+    return current_kube_cluster
+
+
+@pytest.fixture(scope="session")
+def fallback_kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The last release before native sidecars with its controllers and a local node: the pods of
+    the operator's fallback path (`git-sync --once` as an init container, the sidecar beside Flipt)
+    run under that release's controllers."""
+    with _cluster_with_pods(FALLBACK_KUBERNETES, tmp_path_factory) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def bare_kube_cluster() -> Iterator[KubeCluster]:
+    """The current API server alone (no controllers, no node) with the CRDs without CEL rules
+    (crds/pre-1.28/): for tests that report a controller's progress by hand, which a real controller
+    would overwrite, and for the operator's own checks of what a server without the rules stores."""
+    _fail_on_build_error()
+    with LocalCluster() as local:
+        assert local.kubeconfig is not None
+        api = local.api_client()
+        try:
+            yield KubeCluster(kubeconfig=local.kubeconfig, api_client=api, kubectl_path=ensure_kubectl(),
+                              local=local, crds=apply_crds(CRDS_DIR / WITHOUT_RULES, api_client=api))
+        finally:
+            api.close()
+
+
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
     """A LocalCluster of this test alone, with the project's CRDs: for tests that disturb the API
     server itself (restarts), which the session's shared cluster must not see."""
-    if _build_error:
-        pytest.fail(f"cannot build kube-apiserver: {_build_error[0]}", pytrace=False)
+    _fail_on_build_error()
     with LocalCluster() as local:
         api = local.api_client()
         try:
@@ -175,25 +210,42 @@ def own_cluster() -> Iterator[LocalCluster]:
         yield local
 
 
-def _new_namespace(cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
+def _new_namespace(cluster: KubeCluster, request: pytest.FixtureRequest, prefix: str = "t-") -> str:
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{stem}-{uuid.uuid4().hex[:6]}" if stem else f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}{stem}-{uuid.uuid4().hex[:6]}" if stem else f"{prefix}{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(cluster.api_client).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"flipt-operator/test": "true"}))
     )
     return name
 
 
+def _namespace_for_the_test(cluster: KubeCluster, request: pytest.FixtureRequest, prefix: str = "t-") -> Iterator[str]:
+    """A fresh namespace, deleted after the test (the namespace controller finishes the deletion and
+    the local node stops the pods; on a cluster without controllers it stays Terminating)."""
+    name = _new_namespace(cluster, request, prefix)
+    yield name
+    client.CoreV1Api(cluster.api_client).delete_namespace(name)
+
+
 @pytest.fixture
-def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> str:
-    """A fresh namespace for this test; left behind (deletion never completes without controllers)."""
-    return _new_namespace(kube_cluster, request)
+def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the session's cluster, watched by the session's `operator`."""
+    yield from _namespace_for_the_test(kube_cluster, request, OPERATOR_NAMESPACE_PREFIX)
 
 
 @pytest.fixture
 def current_namespace(current_kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace on the current cluster, deleted after the test (its namespace controller
-    finishes the deletion, and the local node stops the pods)."""
-    name = _new_namespace(current_kube_cluster, request)
-    yield name
-    client.CoreV1Api(current_kube_cluster.api_client).delete_namespace(name)
+    """A fresh namespace on the current cluster that the session's `operator` does not watch."""
+    yield from _namespace_for_the_test(current_kube_cluster, request)
+
+
+@pytest.fixture
+def bare_namespace(bare_kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the bare cluster, watched by `bare_operator` (it stays Terminating)."""
+    yield from _namespace_for_the_test(bare_kube_cluster, request, OPERATOR_NAMESPACE_PREFIX)
+
+
+@pytest.fixture
+def fallback_namespace(fallback_kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the fallback cluster."""
+    yield from _namespace_for_the_test(fallback_kube_cluster, request)

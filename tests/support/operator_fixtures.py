@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flipt_operator.devcluster.cluster import free_port  # noqa: F401 - re-exported for tests
+from tests.support.kube_fixtures import OPERATOR_NAMESPACES
 from tests.support.waiting import wait_for
 
 
@@ -88,8 +89,20 @@ def start_operator(kubeconfig: Path, log_path: Path, *, extra_args: tuple[str, .
 
 @pytest.fixture(scope="session")
 def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
-    """One operator for the session, watching all namespaces."""
-    op = start_operator(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    """One operator for the session, watching the namespaces of the `namespace` fixture (a pattern:
+    the cluster is shared with tests that run operators of their own)."""
+    op = start_operator(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+                        extra_args=("--namespace", OPERATOR_NAMESPACES))
+    yield op
+    op.stop()
+    assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def bare_operator(bare_kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
+    """The same on the bare cluster (`bare_namespace`'s namespaces)."""
+    op = start_operator(bare_kube_cluster.kubeconfig, tmp_path_factory.mktemp("bare-operator") / "operator.log",
+                        extra_args=("--namespace", OPERATOR_NAMESPACES))
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]

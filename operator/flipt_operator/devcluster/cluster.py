@@ -1,5 +1,6 @@
-"""Start and stop a local etcd + kube-apiserver, optionally with kube-controller-manager and
-kube-scheduler (`controllers=True`, a current release only; pods then run on `pod_runner`'s node).
+"""Start and stop a local etcd + kube-apiserver of a release built by `build`, optionally with that
+release's kube-controller-manager and kube-scheduler (`controllers=True`; pods then run on
+`pod_runner`'s node).
 
 `LocalCluster` is a context manager: free ports, a temp dir (etcd data on /dev/shm when it
 exists), a generated service-account key, a tokens.csv with an admin token (group
@@ -32,7 +33,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .build import apiserver_path, binary_works, current_binary_path
+from .build import CURRENT_KUBERNETES, binary_path, binary_works
 
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
@@ -279,7 +280,7 @@ class LocalCluster:
         workdir: Path | None = None,
         start_timeout: float = 90.0,
         detached: bool = False,
-        apiserver: Path | None = None,
+        release: str = CURRENT_KUBERNETES,
         etcd: Path | None = None,
         extra_apiserver_args: Sequence[str] = (),
         controllers: bool = False,
@@ -293,10 +294,11 @@ class LocalCluster:
         self._requested_workdir = Path(workdir) if workdir is not None else None
         self.start_timeout = start_timeout
         self.detached = detached
-        self.apiserver_bin = Path(apiserver) if apiserver else apiserver_path()
+        self.release = release
+        self.apiserver_bin = binary_path("kube-apiserver", release)
         self.etcd_bin = Path(etcd) if etcd else Path(shutil.which("etcd") or "/usr/bin/etcd")
         self.extra_apiserver_args = list(extra_apiserver_args)
-        # kube-controller-manager and kube-scheduler of the current release, next to its apiserver
+        # kube-controller-manager and kube-scheduler of the same release, next to its apiserver
         self.controllers = controllers
         if controllers:
             for name in CONTROL_PLANE_USERS:
@@ -363,11 +365,12 @@ class LocalCluster:
             raise ClusterError(f"etcd not found at {self.etcd_bin}; install the Debian package etcd-server")
         needed = [self.apiserver_bin]
         if self.controllers:
-            needed += [current_binary_path("kube-controller-manager"), current_binary_path("kube-scheduler")]
+            needed += [binary_path(c, self.release) for c in ("kube-controller-manager", "kube-scheduler")]
         for binary in needed:
             if not binary_works(binary):
                 raise ClusterError(
-                    f"{binary.name} not found or broken at {binary}; run `flipt-operator dev-cluster build`"
+                    f"{binary.name} {self.release} not found or broken at {binary}; run "
+                    f"`flipt-operator dev-cluster build`"
                 )
         self._prepare_dirs()
         assert self.workdir is not None and self.etcd_data_dir is not None
@@ -470,7 +473,7 @@ class LocalCluster:
         for component, args in extra.items():
             port, log = free_port(), wd / f"{component}.log"
             proc = self._spawn([
-                str(current_binary_path(component)),
+                str(binary_path(component, self.release)),
                 f"--kubeconfig={self.kubeconfig_for(f'system:{component}')}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",

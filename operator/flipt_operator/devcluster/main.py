@@ -1,4 +1,4 @@
-"""`flipt-operator dev-cluster {build,tools,start,stop,status}`: a local kube-apiserver for development."""
+"""`flipt-operator dev-cluster {build,tools,start,stop,status,node}`: a local Kubernetes for development."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .build import BuildError, build_apiserver, build_current_kubernetes, current_apiserver_path
+from .build import CURRENT_KUBERNETES, RELEASES, BuildError, build_kubernetes
 from .cluster import ClusterError, ClusterState, LocalCluster
 from .paths import default_state_dir, file_lock
 from .tools import ToolsError, install_tools
@@ -16,8 +16,10 @@ from .tools import ToolsError, install_tools
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dev_command", required=True)
-    b = sub.add_parser("build", help="build kube-apiserver 1.20 from Debian's source and a current control plane from Go "
-                                     "modules (once each; cached)")
+    b = sub.add_parser("build", help=f"build the control planes of Kubernetes {' and '.join(RELEASES)} from Go modules "
+                                     "(once each; cached)")
+    b.add_argument("--release", choices=RELEASES, action="append",
+                   help="build only this release (repeatable; default: all)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cached binary works")
     n = sub.add_parser("node", help="run a local node (a small kubelet: pods as processes in their own "
                                     "mount and network namespaces) until SIGTERM; needs root")
@@ -37,10 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where kubeconfig, logs and pids live (default: <cache>/dev-cluster)")
         if name == "start":
             p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for /readyz")
-            p.add_argument("--current", action="store_true",
-                           help="the current Kubernetes (built from Go modules) with its controller-manager, "
-                                "scheduler and a local node that runs pods (needs root), instead of the 1.20 "
-                                "API server alone")
+            p.add_argument("--release", choices=RELEASES, default=CURRENT_KUBERNETES,
+                           help="the Kubernetes release (default %(default)s; v1.28.15 is the last before native "
+                                "sidecars)")
+            p.add_argument("--pods", action="store_true",
+                           help="with the release's controller-manager, scheduler and a local node that runs pods "
+                                "(needs root), instead of the API server alone")
 
 
 def _err(msg: str) -> int:
@@ -48,17 +52,14 @@ def _err(msg: str) -> int:
     return 1
 
 
-def _start(state_dir: Path, timeout: float, current: bool) -> int:
-    if current:
-        build_current_kubernetes()
-    else:
-        build_apiserver()
+def _start(state_dir: Path, timeout: float, release: str, pods: bool) -> int:
+    build_kubernetes(release)
     # one start at a time per state dir, so two concurrent starts share one cluster
     with file_lock("dev-cluster-" + hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]):
-        return _start_locked(state_dir, timeout, current)
+        return _start_locked(state_dir, timeout, release, pods)
 
 
-def _start_locked(state_dir: Path, timeout: float, current: bool) -> int:
+def _start_locked(state_dir: Path, timeout: float, release: str, pods: bool) -> int:
     state = ClusterState.load(state_dir)
     if state is not None:
         if state.running():
@@ -67,13 +68,11 @@ def _start_locked(state_dir: Path, timeout: float, current: bool) -> int:
             return 0
         print("# cleaning up a stale cluster", file=sys.stderr)
         state.stop()
-    if not current:
-        cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout).start()
-    else:
+    cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout, release=release,
+                           controllers=pods).start()
+    if pods:
         from .pod_runner import start_node_process
 
-        cluster = LocalCluster(workdir=state_dir, detached=True, start_timeout=timeout,
-                               apiserver=current_apiserver_path(), controllers=True).start()
         assert cluster.kubeconfig is not None
         try:
             node = start_node_process(cluster.kubeconfig, state_dir / "node", detached=True)
@@ -83,7 +82,7 @@ def _start_locked(state_dir: Path, timeout: float, current: bool) -> int:
         cluster.record_node(node.process.pid)
         print(f"# local node {node.name} at {node.host_ip} (pid {node.process.pid}): pods reach this "
               f"machine at {node.host_ip}; container logs in {node.container_logs}", file=sys.stderr)
-    print(f"# kube-apiserver {cluster.server} (pids {cluster.pids}); logs in {state_dir}", file=sys.stderr)
+    print(f"# kube-apiserver {release} {cluster.server} (pids {cluster.pids}); logs in {state_dir}", file=sys.stderr)
     print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
     return 0
 
@@ -91,9 +90,9 @@ def _start_locked(state_dir: Path, timeout: float, current: bool) -> int:
 def main(args: argparse.Namespace) -> int:
     try:
         if args.dev_command == "build":
-            print(build_apiserver(force=args.force))
-            for path in build_current_kubernetes(force=args.force).values():
-                print(path)
+            for release in args.release or RELEASES:
+                for path in build_kubernetes(release, force=args.force).values():
+                    print(path)
             return 0
         if args.dev_command == "node":
             from .pod_runner import run_node
@@ -104,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
             return 0
         state_dir = (args.state_dir or default_state_dir()).expanduser().resolve()
         if args.dev_command == "start":
-            return _start(state_dir, args.timeout, args.current)
+            return _start(state_dir, args.timeout, args.release, args.pods)
         state = ClusterState.load(state_dir)
         if args.dev_command == "stop":
             if state is None:
