@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flipt_operator.devcluster.cluster import free_port  # noqa: F401 - re-exported for tests
-from tests.support.kube_fixtures import OPERATOR_NAMESPACES
+from tests.support.kube_fixtures import OPERATOR_NAMESPACE_PREFIX, OPERATOR_NAMESPACES
 from tests.support.waiting import wait_for
 
 
@@ -87,12 +88,28 @@ def start_operator(kubeconfig: Path, log_path: Path, *, extra_args: tuple[str, .
     return op
 
 
+def _wait_until_it_finds_new_namespaces(cluster, op: OperatorProcess) -> None:
+    """An operator watching a namespace pattern finds namespaces through a namespace watch; one
+    created as that watch starts was seen only 30 s later (once, under load). Wait until it has
+    found one made after its start, so the first test's namespace is not raced against it."""
+    from kubernetes import client
+
+    name = f"{OPERATOR_NAMESPACE_PREFIX}warm-up-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(cluster.api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        wait_for(lambda: f"in '{name}'" in op.logs(), timeout=90, message=f"the operator watching {name}")
+    finally:
+        core.delete_namespace(name)
+
+
 @pytest.fixture(scope="session")
 def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
     """One operator for the session, watching the namespaces of the `namespace` fixture (a pattern:
     the cluster is shared with tests that run operators of their own)."""
     op = start_operator(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
                         extra_args=("--namespace", OPERATOR_NAMESPACES))
+    _wait_until_it_finds_new_namespaces(kube_cluster, op)
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
@@ -103,6 +120,7 @@ def bare_operator(bare_kube_cluster, tmp_path_factory) -> Iterator[OperatorProce
     """The same on the bare cluster (`bare_namespace`'s namespaces)."""
     op = start_operator(bare_kube_cluster.kubeconfig, tmp_path_factory.mktemp("bare-operator") / "operator.log",
                         extra_args=("--namespace", OPERATOR_NAMESPACES))
+    _wait_until_it_finds_new_namespaces(bare_kube_cluster, op)
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
