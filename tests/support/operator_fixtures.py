@@ -109,7 +109,11 @@ def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
     the cluster is shared with tests that run operators of their own)."""
     op = start_operator(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
                         extra_args=("--namespace", OPERATOR_NAMESPACES))
-    _wait_until_it_finds_new_namespaces(kube_cluster, op)
+    try:
+        _wait_until_it_finds_new_namespaces(kube_cluster, op)
+    except BaseException:
+        op.stop()  # it must not outlive a setup that failed
+        raise
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
@@ -120,7 +124,11 @@ def bare_operator(bare_kube_cluster, tmp_path_factory) -> Iterator[OperatorProce
     """The same on the bare cluster (`bare_namespace`'s namespaces)."""
     op = start_operator(bare_kube_cluster.kubeconfig, tmp_path_factory.mktemp("bare-operator") / "operator.log",
                         extra_args=("--namespace", OPERATOR_NAMESPACES))
-    _wait_until_it_finds_new_namespaces(bare_kube_cluster, op)
+    try:
+        _wait_until_it_finds_new_namespaces(bare_kube_cluster, op)
+    except BaseException:
+        op.stop()  # it must not outlive a setup that failed
+        raise
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
