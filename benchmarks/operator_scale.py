@@ -22,6 +22,11 @@
 5. Unrelated Secrets and ConfigMaps (UNRELATED of each): passes they ran (goal 0).
 6. Restarts the operator (a full resync of unchanged objects) and counts its API writes.
 
+`--trace-memory` traces the operator's allocations once it has started (tracemalloc, see
+benchmarks/memory_trace/sitecustomize.py) and prints where its memory was allocated with
+everything Ready and at the restart's peak. It slows the operator and adds memory of its own:
+its timings and VmHWM are not the figures.
+
 `--operator-path DIR` runs the operator from another checkout's `operator/` directory (a
 baseline of the same run; its metrics may lack the request counter, printed as n/a).
 """
@@ -34,11 +39,14 @@ import concurrent.futures
 import contextlib
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 from kubernetes import client, watch
@@ -91,6 +99,36 @@ class PeakTracker(threading.Thread):
 
     def summary(self) -> str:
         return ", ".join(f"{mb:.0f} MB after {passes} passes" for passes, mb in sorted(self.by_passes.items()))
+
+
+def memory_owners(snapshot_path: Path, top: int = 12) -> list[str]:
+    """Where a tracemalloc snapshot's memory was allocated: by package, and by the innermost line
+    of the operator (else kopf, else the Kubernetes client) on each allocation's stack. It says
+    what allocated a block, not what keeps it (a body kopf parses and our cache keeps is kopf's)."""
+    snapshot = tracemalloc.Snapshot.load(str(snapshot_path))
+    packages = ("flipt_operator", "kopf", "kubernetes", "aiohttp", "pydantic", "prometheus_client", "json")
+    by_package, by_line = Counter(), Counter()
+    for trace in snapshot.traces:
+        frames = list(reversed(trace.traceback))  # innermost first
+        owner = next((p for p in packages if any(f"/{p}/" in f.filename for f in frames)), "other")
+        where = next((f for f in frames if f"/{owner}/" in f.filename), frames[0])
+        by_package[owner] += trace.size
+        by_line[f"{where.filename.rsplit('site-packages/', 1)[-1].rsplit('operator/', 1)[-1]}:{where.lineno}"] += trace.size
+    total = sum(by_package.values())
+    lines = [f"traced {total / 2**20:.0f} MB in {len(snapshot.traces)} blocks; by package (first on the stack of: "
+             + ", ".join(packages) + "): "
+             + ", ".join(f"{name} {size / 2**20:.0f} MB" for name, size in by_package.most_common())]
+    lines += [f"    {size / 2**20:6.1f} MB  {where}" for where, size in by_line.most_common(top)]
+    return lines
+
+
+def wait_for_file(path: Path, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path.name} was not written")
+        time.sleep(0.5)
+    return path
 
 
 def custom(api, namespace, plural, name, spec):
@@ -234,6 +272,15 @@ def writes_by_kind(text: str) -> str:
     return ", ".join(f"{key} {value:.0f}" for key, value in sorted(counts.items()))
 
 
+def events_by_reason(api) -> str:
+    """The Events in the cluster (what `kubectl describe` shows), by kind, type and reason, with
+    their counts summed (a repeat bumps the count of the Event already there)."""
+    counts: Counter[str] = Counter()
+    for event in client.CoreV1Api(api).list_event_for_all_namespaces().items:
+        counts[f"{event.involved_object.kind} {event.type} {event.reason}"] += event.count or 1
+    return ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
+
+
 def delta(after: dict, before: dict) -> dict:
     return {k: (None if after[k] is None or before[k] is None else after[k] - before[k]) for k in after}
 
@@ -342,6 +389,7 @@ def main() -> int:
     parser.add_argument("--operator-path", help="run the operator from this checkout's operator/ directory")
     parser.add_argument("--malloc-arena-max", default="2",
                         help="MALLOC_ARENA_MAX for the operator, as the image sets it ('' to leave unset)")
+    parser.add_argument("--trace-memory", action="store_true", help="where the operator's memory goes (tracemalloc)")
     args = parser.parse_args()
     if args.namespaces > 1:
         NAMESPACES[:] = [f"bench-{k}" for k in range(args.namespaces)]
@@ -352,6 +400,11 @@ def main() -> int:
         env["MALLOC_ARENA_MAX"] = args.malloc_arena_max
     if args.operator_path:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(args.operator_path).resolve()), os.environ.get("PYTHONPATH", "")])
+    if args.trace_memory:
+        (work / "trace").mkdir()
+        env["FLIPT_BENCH_TRACE_DIR"] = str(work / "trace")
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks" / "memory_trace"),
+                                             env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))])
     lines: list[str] = []
 
     def say(line: str) -> None:
@@ -368,6 +421,8 @@ def main() -> int:
         operator = start_operator(cluster.kubeconfig, work / "operator.log", env=env)
         stops.callback(operator.stop)
         idle_hwm = vm_hwm_mb(operator.process.pid)
+        if args.trace_memory:
+            operator.process.send_signal(signal.SIGUSR2)  # imports done: trace from here on
         costs = Costs(operator)
         controller = StandInDeploymentControllerAllNamespaces(api)
         controller.start()
@@ -399,9 +454,15 @@ def main() -> int:
         say(f"ratio (time to Ready / floor): {elapsed / floor:.2f}  (goal <= 2)")
         say(f"operator until settled: {show(after_ready)}; stand-in controller writes {controller.writes}")
         say(f"  its writes by kind: {writes_by_kind(operator.metrics())}")
+        say(f"  Events by kind, type and reason: {events_by_reason(api)}")
         say(f"operator VmHWM: {vm_hwm_mb(operator.process.pid):.0f} MB with {4 * args.count} objects "
             f"(+{4 * args.count} children), {idle_hwm:.0f} MB when started in an empty cluster; VmRSS now "
             f"{vm_hwm_mb(operator.process.pid, 'VmRSS'):.0f} MB  (goal < 200 MB at 1,000 sets)")
+        if args.trace_memory:
+            operator.process.send_signal(signal.SIGUSR1)
+            say("where the operator's memory went, everything Ready (tracemalloc):")
+            for line in memory_owners(wait_for_file(work / "trace" / f"now-{operator.process.pid}.snapshot")):
+                say(line)
 
         observer = Observer(api)
         # 3. single changes
@@ -467,6 +528,8 @@ def main() -> int:
             operator.stop()
             second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env)
             stops.callback(second.stop)
+            if args.trace_memory:
+                second.process.send_signal(signal.SIGUSR2)
             peaks = PeakTracker(second)
             peaks.start()
             second_costs = Costs(second)
@@ -480,6 +543,14 @@ def main() -> int:
             say(f"restarted operator resyncing unchanged objects: {show(resync)}  (goal: 0 changes written); "
                 f"VmHWM {vm_hwm_mb(second.process.pid):.0f} MB, VmRSS {vm_hwm_mb(second.process.pid, 'VmRSS'):.0f} MB")
             say(f"  its VmHWM over the restart: {peaks.summary()}")
+            if args.trace_memory:
+                peak = work / "trace" / f"peak-{second.process.pid}.snapshot"
+                if not peak.exists():  # never past 20 MB traced: now is as good
+                    second.process.send_signal(signal.SIGUSR1)
+                    peak = wait_for_file(work / "trace" / f"now-{second.process.pid}.snapshot")
+                say("where the restarted operator's memory went at its peak (tracemalloc):")
+                for line in memory_owners(peak):
+                    say(line)
             second.stop()
         else:
             operator.stop()
