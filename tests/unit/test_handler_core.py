@@ -81,7 +81,7 @@ def _by_servers(scope: Scope) -> frozenset[str]:
 
 
 def test_passes_over_disjoint_claims_run_side_by_side_and_an_overlapping_one_waits_for_both():
-    coalescer = Coalescer()
+    coalescer = Coalescer(lanes=3)
     inside = {name: threading.Event() for name in "ab"}
     release = {name: threading.Event() for name in "ab"}
     passes: list[frozenset[str]] = []
@@ -113,7 +113,7 @@ def test_passes_over_disjoint_claims_run_side_by_side_and_an_overlapping_one_wai
 
 
 def test_a_pass_claiming_the_whole_namespace_runs_alone():
-    coalescer = Coalescer()
+    coalescer = Coalescer(lanes=3)
     inside, release = threading.Event(), threading.Event()
     passes: list[Scope] = []
 
@@ -134,6 +134,27 @@ def test_a_pass_claiming_the_whole_namespace_runs_alone():
     release.set()
     first.join(5)
     assert passes == [Scope.of(servers=["a"]), EVERYTHING]
+
+
+def test_with_every_lane_busy_a_disjoint_request_waits_and_takes_the_first_lane_freed():
+    coalescer = Coalescer(lanes=1)
+    inside, release = threading.Event(), threading.Event()
+    passes: list[frozenset[str]] = []
+
+    def work(namespace: str, scope: Scope) -> None:
+        passes.append(scope.servers)
+        if scope.servers == {"a"}:
+            inside.set()
+            assert release.wait(5)
+
+    first = threading.Thread(target=coalescer.run, args=("ns", Scope.of(servers=["a"]), work, _by_servers))
+    first.start()
+    assert inside.wait(5)
+    for name in "bc":
+        assert coalescer.run("ns", Scope.of(servers=[name]), work, _by_servers) is None
+    release.set()
+    first.join(5)
+    assert passes == [frozenset("a"), frozenset("bc")]
 
 
 # -- Fingerprints ---------------------------------------------------------------------------------

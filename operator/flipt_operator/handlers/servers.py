@@ -55,6 +55,8 @@ LIST_METADATA_ABOVE = 8
 # A full pass over every namespace this often: what no watch announces (a child edited by hand
 # that is not watched, a Secret's keys) is put right within this bound.
 RESYNC_SECONDS = float(os.environ.get("FLIPT_OPERATOR_RESYNC_SECONDS", "600"))
+# Passes of one namespace over disjoint servers at once (each also uses the shared pass pool).
+PASS_LANES = int(os.environ.get("FLIPT_OPERATOR_PASS_LANES", "4"))
 
 
 @dataclass(frozen=True)
@@ -460,13 +462,16 @@ def _whole_namespace(_: Any) -> Claim:
 
 
 class Coalescer(Generic[S]):
-    """Passes of one namespace run side by side when their claims (what each may write, from
-    `claim`) are disjoint. A request overlapping a running pass, or the request already waiting,
-    folds into the waiting one: it runs once, over the union of the scopes, when the passes it
-    overlapped have ended (the last of them to end runs it). Without `claim` every pass claims
-    the whole namespace: one at a time."""
+    """Passes of one namespace run side by side, up to `lanes` at once, when their claims (what
+    each may write, from `claim`) are disjoint. A request overlapping a running pass or the
+    request already waiting, or finding every lane busy, folds into the waiting one: it runs
+    once, over the union of the scopes, when a lane is free and the passes it overlapped have
+    ended (the last of them to end runs it). Without `claim` every pass claims the whole
+    namespace: one at a time. The bound keeps a flood of events (thousands of objects created at
+    once) folding into a few large passes instead of one small pass per object."""
 
-    def __init__(self) -> None:
+    def __init__(self, lanes: int = 1) -> None:
+        self.lanes = max(1, lanes)
         self._guard = threading.Lock()
         self._running: dict[str, list[Claim]] = {}  # namespace -> claims of its running passes
         self._dirty: dict[str, tuple[S, Claim]] = {}  # namespace -> the waiting scope and its claim
@@ -482,7 +487,8 @@ class Coalescer(Generic[S]):
                 del self._dirty[namespace]
                 scope = waiting[0] | scope
                 mine = claim(scope)
-            elif waiting is not None and _overlap(mine, waiting[1]) or any(_overlap(mine, c) for c in running):
+            elif (waiting is not None and _overlap(mine, waiting[1]) or len(running) >= self.lanes
+                  or any(_overlap(mine, c) for c in running)):
                 union = waiting[0] | scope if waiting is not None else scope
                 self._dirty[namespace] = (union, claim(union))
                 return None
@@ -510,7 +516,7 @@ class Coalescer(Generic[S]):
             raise
 
 
-COALESCER: Coalescer[Scope] = Coalescer()
+COALESCER: Coalescer[Scope] = Coalescer(PASS_LANES)
 _retry_scopes: dict[str, Scope] = {}
 _retry_guard = threading.Lock()
 
