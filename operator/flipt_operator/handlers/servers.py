@@ -463,12 +463,13 @@ def _whole_namespace(_: Any) -> Claim:
 
 class Coalescer(Generic[S]):
     """Passes of one namespace run side by side, up to `lanes` at once, when their claims (what
-    each may write, from `claim`) are disjoint. A request overlapping a running pass or the
-    request already waiting, or finding every lane busy, folds into the waiting one: it runs
-    once, over the union of the scopes, when a lane is free and the passes it overlapped have
-    ended (the last of them to end runs it). Without `claim` every pass claims the whole
-    namespace: one at a time. The bound keeps a flood of events (thousands of objects created at
-    once) folding into a few large passes instead of one small pass per object."""
+    each may write, from `claim`) are disjoint. A request overlapping a running pass, finding
+    every lane busy or a request already waiting folds into the waiting one: it runs once, over
+    the union of the scopes, when a lane is free and the passes it overlapped have ended (the
+    first pass to end after that runs it). Without `claim` every pass claims the whole
+    namespace: one at a time. So sparse changes run at once, and a flood of events (thousands
+    of objects created at once) folds into a few large passes, not a small pass per object
+    holding kopf's handler threads."""
 
     def __init__(self, lanes: int = 1) -> None:
         self.lanes = max(1, lanes)
@@ -487,8 +488,7 @@ class Coalescer(Generic[S]):
                 del self._dirty[namespace]
                 scope = waiting[0] | scope
                 mine = claim(scope)
-            elif (waiting is not None and _overlap(mine, waiting[1]) or len(running) >= self.lanes
-                  or any(_overlap(mine, c) for c in running)):
+            elif waiting is not None or len(running) >= self.lanes or any(_overlap(mine, c) for c in running):
                 union = waiting[0] | scope if waiting is not None else scope
                 self._dirty[namespace] = (union, claim(union))
                 return None
