@@ -7,10 +7,10 @@ from kubernetes import client
 
 def mark_available(api: client.ApiClient, namespace: str, name: str) -> None:
     apps = client.AppsV1Api(api)
-    _report_available(apps, apps.read_namespaced_deployment(name, namespace))
+    report_available(apps, apps.read_namespaced_deployment(name, namespace))
 
 
-def _report_available(apps: client.AppsV1Api, deployment: client.V1Deployment) -> None:
+def report_available(apps: client.AppsV1Api, deployment: client.V1Deployment) -> None:
     name, namespace = deployment.metadata.name, deployment.metadata.namespace
     replicas = deployment.spec.replicas or 0
     status = {
@@ -53,7 +53,7 @@ class StandInDeploymentController(threading.Thread):
             for deployment in deployments:
                 if (deployment.status.observed_generation or 0) < deployment.metadata.generation:
                     try:
-                        _report_available(self.apps, deployment)
+                        report_available(self.apps, deployment)
                         self.writes += 1
                     except Exception:  # noqa: BLE001 - changed meanwhile or API down: the next round sees it
                         pass

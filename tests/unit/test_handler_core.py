@@ -76,6 +76,87 @@ def test_a_failing_pass_propagates_and_frees_the_namespace():
     assert ran == [("ns", Scope.of(servers=["b"]))]
 
 
+def _by_servers(scope: Scope) -> frozenset[str]:
+    return scope.servers
+
+
+def test_passes_over_disjoint_claims_run_side_by_side_and_an_overlapping_one_waits_for_both():
+    coalescer = Coalescer(lanes=3)
+    inside = {name: threading.Event() for name in "ab"}
+    release = {name: threading.Event() for name in "ab"}
+    passes: list[frozenset[str]] = []
+
+    def work(namespace: str, scope: Scope) -> None:
+        passes.append(scope.servers)
+        for name in "ab":
+            if scope.servers == {name}:
+                inside[name].set()
+                assert release[name].wait(5)
+
+    held = [threading.Thread(target=coalescer.run, args=("ns", Scope.of(servers=[n]), work, _by_servers))
+            for n in "ab"]
+    for thread in held:
+        thread.start()
+    assert inside["a"].wait(5) and inside["b"].wait(5)  # both under way at once
+    # Overlaps both running passes: waits. Disjoint from them, but a request waits already: folds
+    # into it (a backlog is worked off in large passes, and cannot be starved by new ones).
+    assert coalescer.run("ns", Scope.of(servers=["a", "b"]), work, _by_servers) is None
+    assert coalescer.run("ns", Scope.of(servers=["d"]), work, _by_servers) is None
+    release["a"].set()
+    held[0].join(5)
+    assert sorted(passes) == [frozenset("a"), frozenset("b")]  # b still runs: the waiting one waits
+    release["b"].set()
+    held[1].join(5)
+    assert passes[-1] == frozenset("abd") and len(passes) == 3  # run by the last to end, once
+    coalescer.run("ns", Scope.of(servers=["e"]), work, _by_servers)  # nothing runs or waits: runs here
+    assert passes[-1] == frozenset("e")
+
+
+def test_a_pass_claiming_the_whole_namespace_runs_alone():
+    coalescer = Coalescer(lanes=3)
+    inside, release = threading.Event(), threading.Event()
+    passes: list[Scope] = []
+
+    def claim(scope: Scope) -> frozenset[str] | None:
+        return None if scope.everything else scope.servers
+
+    def work(namespace: str, scope: Scope) -> None:
+        passes.append(scope)
+        if scope == Scope.of(servers=["a"]):
+            inside.set()
+            assert release.wait(5)
+
+    first = threading.Thread(target=coalescer.run, args=("ns", Scope.of(servers=["a"]), work, claim))
+    first.start()
+    assert inside.wait(5)
+    assert coalescer.run("ns", EVERYTHING, work, claim) is None  # waits for the pass under way
+    assert coalescer.run("ns", Scope.of(servers=["z"]), work, claim) is None  # behind the full one
+    release.set()
+    first.join(5)
+    assert passes == [Scope.of(servers=["a"]), EVERYTHING]
+
+
+def test_with_every_lane_busy_a_disjoint_request_waits_and_takes_the_first_lane_freed():
+    coalescer = Coalescer(lanes=1)
+    inside, release = threading.Event(), threading.Event()
+    passes: list[frozenset[str]] = []
+
+    def work(namespace: str, scope: Scope) -> None:
+        passes.append(scope.servers)
+        if scope.servers == {"a"}:
+            inside.set()
+            assert release.wait(5)
+
+    first = threading.Thread(target=coalescer.run, args=("ns", Scope.of(servers=["a"]), work, _by_servers))
+    first.start()
+    assert inside.wait(5)
+    for name in "bc":
+        assert coalescer.run("ns", Scope.of(servers=[name]), work, _by_servers) is None
+    release.set()
+    first.join(5)
+    assert passes == [frozenset("a"), frozenset("bc")]
+
+
 # -- Fingerprints ---------------------------------------------------------------------------------
 
 

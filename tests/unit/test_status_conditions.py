@@ -73,6 +73,31 @@ def test_transitions_one_per_changed_condition_without_duplicates():
     assert [(c.type, c.warning) for c in transitions(new, healed)] == [("Ready", False)]
 
 
+def test_events_follow_ready_and_bad_news_not_every_condition():
+    # A new object: progress is a Normal Event; its domain conditions' good news is not one.
+    first = merge_conditions([], [ConditionSpec("CredentialsValid", True, "Valid", "ok"),
+                                  *Summary("progressing", "Waiting", "rolling out").conditions()],
+                             generation=1, now=T0)
+    assert [(c.type, c.reason, c.warning) for c in transitions(None, first)] == [("Ready", "Waiting", False)]
+    ready = merge_conditions(first, [ConditionSpec("CredentialsValid", True, "Valid", "ok"),
+                                     *Summary("ready", "Serving", "up").conditions()], generation=1, now=T1)
+    assert [(c.type, c.reason, c.warning) for c in transitions(first, ready)] == [("Ready", "Serving", False)]
+    # A domain condition turning bad is a Warning of its own when Ready tells something else.
+    failing = merge_conditions(ready, [ConditionSpec("Synced", False, "FetchFailed", "host down"),
+                                       *Summary("ready", "Degraded", "serving the last revision").conditions()],
+                               generation=1, now=T1)
+    assert [(c.type, c.reason, c.warning) for c in transitions(ready, failing)] == [
+        ("Ready", "Degraded", False), ("Synced", "FetchFailed", True)]
+    # Its recovery is Ready's news; a retry is a Warning, progress is not.
+    healed = merge_conditions(failing, [ConditionSpec("Synced", True, "Synced", "at head"),
+                                        *Summary("ready", "Serving", "up").conditions()], generation=1, now=T1)
+    assert [(c.type, c.reason) for c in transitions(failing, healed)] == [("Ready", "Serving")]
+    retrying = merge_conditions(healed, Summary("retrying", "ApiError", "503").conditions(), generation=1, now=T1)
+    assert [(c.type, c.warning) for c in transitions(healed, retrying)] == [("Ready", True)]
+    conflict = merge_conditions(healed, [ConditionSpec("Conflict", True, "Conflict", "a.yaml")], generation=1, now=T1)
+    assert [(c.type, c.warning) for c in transitions(healed, conflict)] == [("Conflict", True)]
+
+
 def test_merge_patch_deletes_removed_keys_and_recurses():
     assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 1, "d": 3}}) == {"a": None, "b": {"d": 3}}
     assert merge_patch({"a": [1]}, {"a": [1, 2]}) == {"a": [1, 2]}

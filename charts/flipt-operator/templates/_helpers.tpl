@@ -65,7 +65,7 @@ chart README, "RBAC"). Shared by the ClusterRole (cluster-wide) and the Roles (n
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-# One Event per condition change (ours and kopf's warnings); a repeat bumps its count (patch).
+# One Event per change of Ready or condition turning bad (ours and kopf's warnings); a repeat bumps its count (patch).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -4,7 +4,8 @@ Rules kept here so every kind behaves the same:
 - lastTransitionTime changes only when a condition's status changes;
 - every condition carries the generation it was computed from;
 - Ready is always present; Reconciling and Stalled exist only while True (kstatus);
-- an Event is due for each condition whose status or reason changed.
+- an Event is due when Ready's status or reason changes, and when another condition turns
+  bad (a domain condition False, Stalled or Conflict True) with news Ready's Event lacks.
 """
 
 from __future__ import annotations
@@ -110,29 +111,43 @@ class Transition:
     status: str
     reason: str
     message: str
+    warning: bool
 
-    @property
-    def warning(self) -> bool:
-        bad_when_true = self.type in (STALLED, "Conflict")
-        return (self.status == "True") == bad_when_true if self.status != "Unknown" else False
+
+def _bad(condition: dict[str, Any]) -> bool:
+    """Whether a condition's state is a failure a person may need to see."""
+    if condition["status"] == "Unknown":
+        return False
+    bad_when_true = condition["type"] in (STALLED, "Conflict")
+    return bool(condition["status"] == "True") == bad_when_true
 
 
 def transitions(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[Transition]:
-    """Conditions whose status or reason changed: one Event each (Reconciling is noise)."""
+    """The Events a status change is worth: one when Ready's status or reason changes (a Warning
+    when it is False for any reason but progress), and one when another condition changes into
+    a bad state, unless Ready's Event already says the same. Recoveries and other good news of
+    domain conditions are Ready's to tell (it turns True or changes reason); Reconciling is
+    noise. Status keeps every condition anyway."""
     before = {c["type"]: c for c in (old or [])}
+    now = {c["type"]: c for c in new}
+    progressing = now.get(RECONCILING, {}).get("reason") == "Progressing"
     seen: set[tuple[str, str]] = set()
     out = []
     for c in new:
-        if c["type"] == RECONCILING:
-            continue
         prev = before.get(c["type"])
-        if prev and prev.get("status") == c["status"] and prev.get("reason") == c["reason"]:
+        if c["type"] == RECONCILING or (prev and prev["status"] == c["status"] and prev["reason"] == c["reason"]):
+            continue
+        if c["type"] == READY:
+            warning = c["status"] == "False" and not progressing
+        elif _bad(c):
+            warning = True
+        else:
             continue
         key = (c["reason"], c["message"])
         if key in seen:  # Stalled repeats Ready's reason and message
             continue
         seen.add(key)
-        out.append(Transition(c["type"], c["status"], c["reason"], c["message"]))
+        out.append(Transition(c["type"], c["status"], c["reason"], c["message"], warning))
     return out
 
 

@@ -55,6 +55,8 @@ LIST_METADATA_ABOVE = 8
 # A full pass over every namespace this often: what no watch announces (a child edited by hand
 # that is not watched, a Secret's keys) is put right within this bound.
 RESYNC_SECONDS = float(os.environ.get("FLIPT_OPERATOR_RESYNC_SECONDS", "600"))
+# Passes of one namespace over disjoint servers at once (each also uses the shared pass pool).
+PASS_LANES = int(os.environ.get("FLIPT_OPERATOR_PASS_LANES", "4"))
 
 
 @dataclass(frozen=True)
@@ -448,41 +450,73 @@ class Mergeable(Protocol):
 S = TypeVar("S", bound=Mergeable)
 
 
+Claim = frozenset[str] | None  # what a pass may write; None: anything in its namespace
+
+
+def _overlap(a: Claim, b: Claim) -> bool:
+    return a is None or b is None or not a.isdisjoint(b)
+
+
+def _whole_namespace(_: Any) -> Claim:
+    return None
+
+
 class Coalescer(Generic[S]):
-    """At most one pass per namespace at a time; requests during a pass cause one more pass,
-    over the union of their scopes."""
+    """Passes of one namespace run side by side, up to `lanes` at once, when their claims (what
+    each may write, from `claim`) are disjoint. A request overlapping a running pass, finding
+    every lane busy or a request already waiting folds into the waiting one: it runs once, over
+    the union of the scopes, when a lane is free and the passes it overlapped have ended (the
+    first pass to end after that runs it). Without `claim` every pass claims the whole
+    namespace: one at a time. So sparse changes run at once, and a flood of events (thousands
+    of objects created at once) folds into a few large passes, not a small pass per object
+    holding kopf's handler threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, lanes: int = 1) -> None:
+        self.lanes = max(1, lanes)
         self._guard = threading.Lock()
-        self._running: set[str] = set()
-        self._dirty: dict[str, S] = {}
+        self._running: dict[str, list[Claim]] = {}  # namespace -> claims of its running passes
+        self._dirty: dict[str, tuple[S, Claim]] = {}  # namespace -> the waiting scope and its claim
 
-    def run(self, namespace: str, scope: S, work: Callable[[str, S], Any]) -> Any:
-        """The last pass's result; None when the request folded into a pass under way."""
+    def run(self, namespace: str, scope: S, work: Callable[[str, S], Any],
+            claim: Callable[[S], Claim] = _whole_namespace) -> Any:
+        """The last pass's result; None when the request folded into a waiting one."""
+        mine = claim(scope)
         with self._guard:
-            if namespace in self._running:
-                self._dirty[namespace] = self._dirty[namespace] | scope if namespace in self._dirty else scope
+            running = self._running.setdefault(namespace, [])
+            waiting = self._dirty.get(namespace)
+            if waiting is not None and not running:  # left by a pass that failed: this one takes it
+                del self._dirty[namespace]
+                scope = waiting[0] | scope
+                mine = claim(scope)
+            elif waiting is not None or len(running) >= self.lanes or any(_overlap(mine, c) for c in running):
+                union = waiting[0] | scope if waiting is not None else scope
+                self._dirty[namespace] = (union, claim(union))
                 return None
-            self._running.add(namespace)
-            if namespace in self._dirty:  # left by a pass that failed: this one takes it
-                scope = self._dirty.pop(namespace) | scope
+            running.append(mine)
         try:
             while True:
                 result = work(namespace, scope)
                 with self._guard:
                     # Check and release under one lock: a request arriving in between would
-                    # otherwise see the pass as running, fold into it, and be lost.
-                    if namespace not in self._dirty:
-                        self._running.discard(namespace)
-                        return result
-                    scope = self._dirty.pop(namespace)
+                    # otherwise see the pass as running, fold, and be lost.
+                    running.remove(mine)
+                    waiting = self._dirty.get(namespace)
+                    if waiting is None or any(_overlap(waiting[1], c) for c in running):
+                        if not running:
+                            del self._running[namespace]
+                        return result  # nothing waits, or a pass it overlaps runs it when done
+                    del self._dirty[namespace]
+                    scope, mine = waiting
+                    running.append(mine)
         except BaseException:
             with self._guard:  # requests folded meanwhile stay for the next pass (the retry's)
-                self._running.discard(namespace)
+                running.remove(mine)
+                if not running:
+                    del self._running[namespace]
             raise
 
 
-COALESCER: Coalescer[Scope] = Coalescer()
+COALESCER: Coalescer[Scope] = Coalescer(PASS_LANES)
 _retry_scopes: dict[str, Scope] = {}
 _retry_guard = threading.Lock()
 
@@ -494,7 +528,16 @@ def request(ctx: Context, namespace: str, scope: Scope = EVERYTHING) -> None:
     if not scope.everything and not (scope.servers or scope.storages or scope.credentials):
         return
     with PASSES_IN_PROGRESS.track_inprogress():
-        COALESCER.run(namespace, scope, lambda ns, s: _run_pass(ctx, ns, s))
+        COALESCER.run(namespace, scope, lambda ns, s: _run_pass(ctx, ns, s), lambda s: _claim(ctx, namespace, s))
+
+
+def _claim(ctx: Context, namespace: str, scope: Scope) -> Claim:
+    """What a pass over `scope` may write: its widened servers and storages (with their
+    environments, children and statuses); None for a full pass, as `_run_pass` decides it."""
+    if scope.everything or not ctx.objects.primed(namespace):
+        return None
+    servers, storages = widen(ctx, namespace, scope)
+    return frozenset({f"server/{s}" for s in servers} | {f"storage/{s}" for s in storages})
 
 
 def _run_pass(ctx: Context, namespace: str, scope: Scope) -> None:
