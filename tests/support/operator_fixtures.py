@@ -103,35 +103,30 @@ def _wait_until_it_finds_new_namespaces(cluster, op: OperatorProcess) -> None:
         core.delete_namespace(name)
 
 
-@pytest.fixture(scope="session")
-def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
-    """One operator for the session, watching the namespaces of the `namespace` fixture (a pattern:
-    the cluster is shared with tests that run operators of their own)."""
-    op = start_operator(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
-                        extra_args=("--namespace", OPERATOR_NAMESPACES))
+def _session_operator(cluster, log_dir: Path) -> Iterator[OperatorProcess]:
+    """An operator watching the `op-*` namespaces of `cluster`, stopped after the session."""
+    op = start_operator(cluster.kubeconfig, log_dir / "operator.log", extra_args=("--namespace", OPERATOR_NAMESPACES))
     try:
-        _wait_until_it_finds_new_namespaces(kube_cluster, op)
+        _wait_until_it_finds_new_namespaces(cluster, op)
     except BaseException:
         op.stop()  # it must not outlive a setup that failed
         raise
     yield op
     op.stop()
     assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def operator(kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
+    """One operator for the session, watching the namespaces of the `namespace` fixture (a pattern:
+    the cluster is shared with tests that run operators of their own)."""
+    yield from _session_operator(kube_cluster, tmp_path_factory.mktemp("operator"))
 
 
 @pytest.fixture(scope="session")
 def bare_operator(bare_kube_cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
     """The same on the bare cluster (`bare_namespace`'s namespaces)."""
-    op = start_operator(bare_kube_cluster.kubeconfig, tmp_path_factory.mktemp("bare-operator") / "operator.log",
-                        extra_args=("--namespace", OPERATOR_NAMESPACES))
-    try:
-        _wait_until_it_finds_new_namespaces(bare_kube_cluster, op)
-    except BaseException:
-        op.stop()  # it must not outlive a setup that failed
-        raise
-    yield op
-    op.stop()
-    assert op.process.returncode in (0, -signal.SIGTERM), op.logs()[-3000:]
+    yield from _session_operator(bare_kube_cluster, tmp_path_factory.mktemp("bare-operator"))
 
 
 @pytest.fixture
