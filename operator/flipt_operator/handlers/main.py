@@ -19,7 +19,7 @@ from ..clients.kube import ApiTimeout, Kube, load_config
 from ..models.plan import supports_native_sidecars
 
 # Importing the handler modules registers their handlers with kopf.
-from . import credential, database_triggers, environment, secrets, servers, storage  # noqa: F401
+from . import credential, database_triggers, environment, kopf_namespaces, secrets, servers, storage  # noqa: F401
 from .context import Context, Peering, operator_defaults
 from .deadline import DEFAULT_PASS_DEADLINE, PASS_CLOCK
 from .servers import MANAGED_BY as MANAGED_BY_SELECTOR
@@ -33,6 +33,9 @@ _PEERING: tuple[str, int, bool] | None = None
 # Set by main() from --api-connect-timeout, --api-read-timeout and --pass-deadline.
 _API_TIMEOUT = ApiTimeout.from_env()
 _PASS_DEADLINE = DEFAULT_PASS_DEADLINE
+
+
+kopf_namespaces.install()
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
