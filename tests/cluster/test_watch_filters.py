@@ -5,8 +5,11 @@ No sleeping: the operator counts every Secret/ConfigMap event once it has decide
 (`flipt_operator_watch_events_total`: for a `pass`, once the pass has run or folded into the
 running one), every pass (`flipt_operator_reconciles_total`), and the namespaces whose pass is
 still in progress (`flipt_operator_passes_in_progress`). So the test waits until all 200 + 200
-writes were decided and compares the pass counter. Only this test's own operator is measured:
-the suite's shared operator, when running, watches the namespace too and writes the same."""
+writes were decided and compares the pass counter of this test's own operator.
+
+They run on the bare cluster, in a namespace no session operator watches: on the session's
+cluster the real controllers move the server's Deployment while the test counts passes (a
+Deployment becoming available is news, and one such pass failed a cold run)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,16 @@ from tests.support.operator_fixtures import metric_value, start_operator
 from tests.support.waiting import wait_for
 
 UNRELATED = 200
+
+
+@pytest.fixture(scope="module")
+def kube_cluster(bare_kube_cluster):
+    return bare_kube_cluster
+
+
+@pytest.fixture
+def namespace(bare_unwatched_namespace):
+    return bare_unwatched_namespace
 
 
 def passes(op) -> float:

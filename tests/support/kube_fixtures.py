@@ -246,6 +246,13 @@ def bare_namespace(bare_kube_cluster: KubeCluster, request: pytest.FixtureReques
 
 
 @pytest.fixture
+def bare_unwatched_namespace(bare_kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the bare cluster that no session operator watches: for tests that count
+    what their own operator does (no controller, no other operator writes there)."""
+    yield from _namespace_for_the_test(bare_kube_cluster, request)
+
+
+@pytest.fixture
 def fallback_namespace(fallback_kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace on the fallback cluster."""
     yield from _namespace_for_the_test(fallback_kube_cluster, request)
