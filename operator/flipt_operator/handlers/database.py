@@ -374,6 +374,12 @@ def database_gate(
             out.state("stalled", "MigrationFailed", message)
             out.hold_rollout("stalled", "MigrationFailed", f"FliptStorage {name}: migration Job {job_name} failed.")
         else:
+            if not parsed.is_sqlite:
+                # The preflight read the schema before this pass read the Job: it may predate the
+                # Job's work, and Applied must not stand beside the old version.
+                after = _sql().preflight(url, TIMEOUT)
+                if after.ok:
+                    status.schema_version, status.dirty = after.schema_version, after.dirty
             out.add(ConditionSpec(MIGRATIONS_APPLIED, True, "MigrationSucceeded",
                                   f"Migration Job {job_name} completed for {plan.image}."))
             _purge_once(ctx, namespace, job, cache)
