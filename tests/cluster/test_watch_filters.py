@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 
 from flipt_operator.clients.kube import Kube
+from tests.support import on_bare_cluster
 from tests.support.deployments import read_deployment
 from tests.support.kube_objects import create_custom, put_secret
 from tests.support.operator_fixtures import metric_value, start_operator
@@ -27,9 +28,7 @@ from tests.support.waiting import wait_for
 UNRELATED = 200
 
 
-@pytest.fixture(scope="module")
-def kube_cluster(bare_kube_cluster):
-    return bare_kube_cluster
+kube_cluster = on_bare_cluster.kube_cluster
 
 
 @pytest.fixture
