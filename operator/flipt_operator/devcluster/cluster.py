@@ -413,6 +413,9 @@ class LocalCluster:
                 "--listen-peer-urls", peer_url,
                 "--initial-advertise-peer-urls", peer_url,
                 "--initial-cluster", f"default={peer_url}",
+                # As kubeadm sets it: the API server's watch cache learns the current revision
+                # every 5 s (default 10 min), so reads at a fresh resourceVersion do not wait.
+                "--experimental-watch-progress-notify-interval", "5s",
             ],
             etcd_log,
         )
