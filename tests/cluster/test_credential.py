@@ -7,6 +7,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from kubernetes import client
 
 from tests.support.kube_objects import (
     condition,
@@ -136,3 +137,25 @@ def test_no_secret_value_in_objects_events_or_logs(kube_cluster, operator, names
     for secret in (PASSWORD, TOKEN):
         assert secret not in text
         assert base64.b64encode(secret.encode()).decode() not in text
+
+
+def test_a_credential_created_with_its_storage_is_waited_for_not_reported_as_a_fault(kube_cluster, operator,
+                                                                                       namespace):
+    """Created together, a storage's first pass may run before its credential's first check:
+    that is progress (CredentialPending, Reconciling), never a CredentialNotReady Warning."""
+    api = kube_cluster.api_client
+    sets = 8
+    for i in range(sets):
+        put_secret(api, namespace, f"token-{i}", {"token": TOKEN})
+        create_custom(api, namespace, "FliptCredential", f"cred-{i}",
+                      {"type": "accessToken", "secretRef": {"name": f"token-{i}"}})
+        create_custom(api, namespace, "FliptStorage", f"flags-{i}",
+                      {"git": {"remote": "https://git.example.com/flags.git", "credentialRef": {"name": f"cred-{i}"}}})
+        create_custom(api, namespace, "FliptEnvironment", f"env-{i}", {"storage": f"flags-{i}", "server": f"srv-{i}"})
+    for i in range(sets):
+        wait_for(lambda i=i: condition_is(api, namespace, "FliptStorage", f"flags-{i}", "CredentialsValid", "True"),
+                 timeout=60, message=f"flags-{i} sees cred-{i} Ready")
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    faults = sorted({(e.involved_object.name, e.reason, e.message) for e in events if e.type == "Warning"
+                     and e.reason in ("CredentialNotReady", "ServerBlocked")})
+    assert not faults, f"a credential not checked yet was reported as a fault: {faults}"

@@ -31,9 +31,9 @@ def database(cache: dict[str, Any] | None = None, **fields: Any) -> FliptStorage
     return storage(database=fields, **({"cache": cache} if cache is not None else {}))
 
 
-def credential(type_: str, secret: str, ready: bool = True, **fields: Any) -> CredentialState:
+def credential(type_: str, secret: str, ready: bool = True, checked: bool = True, **fields: Any) -> CredentialState:
     spec = FliptCredentialSpec.model_validate({"type": type_, "secretRef": {"name": secret}, **fields})
-    return CredentialState(spec, ready)
+    return CredentialState(spec, ready, checked)
 
 
 def plan(

@@ -157,6 +157,33 @@ def test_with_every_lane_busy_a_disjoint_request_waits_and_takes_the_first_lane_
     assert passes == [frozenset("a"), frozenset("bc")]
 
 
+def test_an_admitted_pass_drains_on_another_thread_and_the_requester_returns_at_once():
+    coalescer = Coalescer(lanes=1)
+    inside, release = threading.Event(), threading.Event()
+    passes: list[tuple[frozenset[str], str]] = []
+
+    def work(namespace: str, scope: Scope) -> None:
+        passes.append((scope.servers, threading.current_thread().name))
+        if scope.servers == {"a"}:
+            inside.set()
+            assert release.wait(5)
+
+    admitted = coalescer.admit("ns", Scope.of(servers=["a"]), _by_servers)
+    assert admitted == (Scope.of(servers=["a"]), frozenset("a"))
+    worker = threading.Thread(target=coalescer.drain, args=("ns", admitted, work), name="pass-worker")
+    worker.start()
+    assert inside.wait(5)
+    assert coalescer.admit("ns", Scope.of(servers=["b"]), _by_servers) is None  # folds: the lane is taken
+    release.set()
+    worker.join(5)
+    assert passes == [(frozenset("a"), "pass-worker"), (frozenset("b"), "pass-worker")]
+    # A lane given back unused (the executor refused it) leaves the namespace free.
+    admitted = coalescer.admit("ns", Scope.of(servers=["c"]), _by_servers)
+    assert admitted is not None
+    coalescer.release("ns", admitted[1])
+    assert coalescer.admit("ns", Scope.of(servers=["d"]), _by_servers) is not None
+
+
 # -- Fingerprints ---------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from flipt_operator.builders.status_decisions import environment_status, storage_status
 from flipt_operator.models.plan import DEFAULT_V1_IMAGE, DEFAULT_V2_IMAGE, IMPLICIT_STORAGE, OperatorDefaults
 from tests.support.servers import SIDECAR_IMAGE, credential, database, env, git, ok_plan, plan, storage
 
@@ -163,6 +164,29 @@ def test_credential_not_found_and_not_ready():
         ("FliptStorage", "g1", "spec.git.credentialRef.name", "CredentialNotFound"),
         ("FliptStorage", "g2", "spec.git.credentialRef.name", "CredentialNotReady"),
     ]
+
+
+def test_a_credential_not_checked_yet_holds_the_server_as_pending_not_as_a_fault():
+    storages = {"g": git(credentialRef={"name": "new"})}
+    credentials = {"new": credential("basic", "new-secret", ready=False, checked=False)}
+    result = plan({"a": env(storage="g")}, storages, credentials, {"new-secret": {"username", "password"}})["flipt"]
+    assert result.plan is None  # what runs keeps running until the check is done
+    assert [(p.name, p.reason, p.severity) for p in result.errors] == [("g", "CredentialPending", "Pending")]
+    env_decision = environment_status("a", "flipt", result.errors, [], None, "git", None, None)
+    assert (env_decision.summary.phase, env_decision.summary.reason) == ("progressing", "CredentialPending")
+    decision = storage_status("g", storages["g"], result.errors, [], ["flipt"], False, None, credential_pending=True)
+    assert (decision.summary.phase, decision.summary.reason) == ("progressing", "CredentialPending")
+    assert [(c.type, c.status) for c in decision.domain] == [("CredentialsValid", None)]
+    # A storage no environment uses yet says the same in its condition.
+    unused = storage_status("g", storages["g"], [], [], [], False, None, credential_pending=True)
+    assert [(c.type, c.status, c.reason) for c in unused.domain][0] == ("CredentialsValid", None, "CredentialPending")
+    # Once checked and not Ready it is a fault a person must fix.
+    credentials = {"new": credential("basic", "new-secret", ready=False)}
+    result = plan({"a": env(storage="g")}, storages, credentials, {"new-secret": {"username", "password"}})["flipt"]
+    assert environment_status("a", "flipt", result.errors, [], None, "git", None, None).summary.phase == "stalled"
+    decision = storage_status("g", storages["g"], result.errors, [], ["flipt"], False, None)
+    assert (decision.summary.phase, [(c.type, c.status) for c in decision.domain]) == (
+        "stalled", [("CredentialsValid", False)])
 
 
 @pytest.mark.parametrize(

@@ -78,12 +78,16 @@ def environment_status(
     config_hash: str | None,
 ) -> StatusDecision:
     fields = {"server": server, "storageBackend": storage_backend, "revision": revision, "configHash": config_hash}
-    if errors:
-        own = [p for p in errors if p.kind == "FliptEnvironment" and p.name == name]
-        first = (own or list(errors))[0]
+    faults = [p for p in errors if p.severity != "Pending"]
+    if faults:
+        own = [p for p in faults if p.kind == "FliptEnvironment" and p.name == name]
+        first = (own or faults)[0]
         reason = first.reason if own else "ServerBlocked"
         message = describe(first) if own else f"Server {server} cannot be rendered: {describe(first)}"
         return StatusDecision(Summary("stalled", reason, message), fields=fields)
+    if errors:  # only the operator's own work under way holds the server back
+        return StatusDecision(Summary("progressing", errors[0].reason,
+                                      f"Server {server} waits: {describe(errors[0])}"), fields=fields)
     assert availability is not None
     domain = [availability]
     if availability.status is not True:
@@ -162,8 +166,10 @@ def storage_status(
     reports: Sequence[tuple[str, StorageSyncState]] | None,
     database: DatabaseReport | None = None,
     previous: dict[str, Any] | None = None,
+    credential_pending: bool = False,
 ) -> StatusDecision:
-    """`credential_ready`: None without a credentialRef. `reports`: (pod, state) from the sidecars,
+    """`credential_ready`: None without a credentialRef; `credential_pending`: it exists but has
+    not been checked yet (neither ready nor a fault). `reports`: (pod, state) from the sidecars,
     None when they have not been read yet (after a restart): then `previous` (the status as it
     stands) keeps its sync state rather than forgetting it.
     `database`: the database lifecycle's report, when a server uses this database storage."""
@@ -172,15 +178,20 @@ def storage_status(
     domain: list[ConditionSpec] = []
     if spec.git is not None and spec.git.credential_ref is not None:
         ref = spec.git.credential_ref.name
-        domain.append(
-            ConditionSpec(CREDENTIALS_VALID, True, "CredentialReady", f"FliptCredential {ref} is Ready.")
-            if credential_ready
-            else ConditionSpec(CREDENTIALS_VALID, False, "CredentialNotReady",
-                               f"FliptCredential {ref} is missing or not Ready: see its status.")
-        )
+        if credential_ready:
+            domain.append(ConditionSpec(CREDENTIALS_VALID, True, "CredentialReady", f"FliptCredential {ref} is Ready."))
+        elif credential_pending:
+            domain.append(ConditionSpec(CREDENTIALS_VALID, None, "CredentialPending",
+                                        f"FliptCredential {ref} has not been checked yet."))
+        else:
+            domain.append(ConditionSpec(CREDENTIALS_VALID, False, "CredentialNotReady",
+                                        f"FliptCredential {ref} is missing or not Ready: see its status."))
     own = [p for p in errors if p.kind == "FliptStorage" and p.name == name]
+    faults = [p for p in own if p.severity != "Pending"]
+    if faults:
+        return StatusDecision(Summary("stalled", faults[0].reason, describe(faults[0])), domain, managed, fields)
     if own:
-        return StatusDecision(Summary("stalled", own[0].reason, describe(own[0])), domain, managed, fields)
+        return StatusDecision(Summary("progressing", own[0].reason, describe(own[0])), domain, managed, fields)
 
     if database is not None:
         fields["database"] = database.fields

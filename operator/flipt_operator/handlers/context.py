@@ -19,6 +19,8 @@ from ..rules.peering import yields_to_a_peer
 from .watched import WatchedObjects
 
 log = logging.getLogger(__name__)
+# Namespace passes running at once over all namespaces (each also writes through `pool`).
+PASS_WORKERS = int(os.environ.get("FLIPT_OPERATOR_PASS_WORKERS", "4"))
 
 
 def operator_defaults(native_sidecar: bool) -> OperatorDefaults:
@@ -237,6 +239,10 @@ class Context:
     reports: SyncReports = field(default_factory=SyncReports)
     git_namespaces: set[str] = field(default_factory=set)  # where the sync poller looks
     database_namespaces: set[str] = field(default_factory=set)  # re-checked periodically
+    # The passes themselves, off kopf's handler threads: at most PASS_WORKERS at once, over
+    # all namespaces (a pass admitted while all are busy queues here, holding its lane).
+    passes: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="namespace-pass"))
     # Writes of one pass run side by side (servers are independent; so are statuses).
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
     backoff: Backoff = field(default_factory=lambda: Backoff())  # how long Retries waits, per key

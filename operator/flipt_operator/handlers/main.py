@@ -98,6 +98,8 @@ async def pass_watchdog(deadline: float) -> None:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in getattr(memo, "background", []):
         task.cancel()
+    if getattr(memo, "servers", None) is not None:  # queued passes are dropped; a running one ends
+        memo.servers.passes.shutdown(wait=False, cancel_futures=True)
 
 
 # A failing probe fails at once (PERMANENT): retried inside kopf, the probe request would hang

@@ -33,7 +33,7 @@ from ..builders.status_decisions import StatusDecision, deployment_availability,
 from ..clients.kube import Kube, api_error_text, applied_hash, applied_hash_of, is_transient
 from ..models.credential import FliptCredentialSpec
 from ..models.environment import FliptEnvironmentSpec
-from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE
+from ..models.kinds import CREDENTIAL, ENVIRONMENT, STORAGE, KindInfo
 from ..models.plan import Problem
 from ..models.storage import FliptStorageSpec
 from ..rules.references import referenced_secret_names
@@ -118,6 +118,12 @@ def _is_ready(obj: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
 
 
+def _is_checked(obj: dict) -> bool:
+    """Whether the credential's status speaks of its spec as it is (its check has run since)."""
+    status = obj.get("status") or {}
+    return bool(status.get("conditions")) and status.get("observedGeneration") == obj["metadata"].get("generation")
+
+
 @dataclass
 class Snapshot:
     """What one pass reads. A server's children are read by name when the server is applied
@@ -151,9 +157,9 @@ class Snapshot:
         """The objects of these servers and storages from the cache; Secrets and children from the API."""
         objects = ctx.objects
         environments = objects.of_kind(ENVIRONMENT.kind, namespace, objects.environments_of_servers(namespace, servers))
-        storage_objects = objects.of_kind(STORAGE.kind, namespace, storages)
+        storage_objects = _cached_or_read(ctx, STORAGE, namespace, storages)
         credential_names = {c for s in storage_objects if (c := storage_credential(s))}
-        credentials = objects.of_kind(CREDENTIAL.kind, namespace, credential_names)
+        credentials = _cached_or_read(ctx, CREDENTIAL, namespace, credential_names)
         listed = _children_metadata(ctx.kube, namespace, MANAGED_BY) if len(servers) > LIST_METADATA_ABOVE else None
         return cls(environments, storage_objects, credentials,
                    _secret_keys(ctx.kube, namespace, storage_objects, credentials), ctx.kube, namespace, listed)
@@ -168,6 +174,17 @@ class Snapshot:
             if applied is not None and applied_hash_of(meta) != applied:
                 return meta
         return self.kube.read_child(kind, self.namespace, name)
+
+
+def _cached_or_read(ctx: Context, kind: KindInfo, namespace: str, names: set[str]) -> list[dict]:
+    """The named objects from the cache; one the cache lacks is read from the API: created
+    together with what references it, its watch event may simply not have arrived yet, and
+    calling it missing would post a fault that the next pass takes back. (Its event, when it
+    comes, re-plans what references it.) Only a name the API does not know either is missing."""
+    found = ctx.objects.of_kind(kind.kind, namespace, names)
+    missing = names - {o["metadata"]["name"] for o in found}
+    read = [o for name in sorted(missing) if (o := ctx.kube.get(kind, namespace, name)) is not None]
+    return sorted(found + read, key=lambda o: o["metadata"]["name"])
 
 
 def _secret_keys(kube: Kube, namespace: str, storages: list[dict], credentials: list[dict]) -> dict[str, tuple[list[str], str]]:
@@ -299,7 +316,8 @@ def reconcile_namespace(ctx: Context, namespace: str, scope: Scope = EVERYTHING)
         storage_specs, storage_invalid = _parse(snap.storages, FliptStorageSpec)
         cred_specs, _ = _parse(snap.credentials, FliptCredentialSpec)
         cred_objects = {c["metadata"]["name"]: c for c in snap.credentials}
-        cred_states = {n: CredentialState(s, _is_ready(cred_objects[n])) for n, s in cred_specs.items()}
+        cred_states = {n: CredentialState(s, _is_ready(cred_objects[n]), _is_checked(cred_objects[n]))
+                       for n, s in cred_specs.items()}
         results = plan_servers(
             namespace, env_specs, storage_specs, cred_states, {n: keys for n, (keys, _) in snap.secrets.items()},
             ctx.defaults,
@@ -371,6 +389,7 @@ def reconcile_namespace(ctx: Context, namespace: str, scope: Scope = EVERYTHING)
             spec = storage_specs[name]
             ref = spec.git.credential_ref.name if spec.git and spec.git.credential_ref else None
             cred_ready = (cred_states[ref].ready if ref in cred_states else False) if ref else None
+            cred_pending = ref in cred_states and not cred_states[ref].checked
             users = sorted(storage_servers.get(name, ()))
             gate = next((outcomes[s].gate for s in users if s in outcomes and outcomes[s].gate), None)
             return storage_status(
@@ -379,6 +398,7 @@ def reconcile_namespace(ctx: Context, namespace: str, scope: Scope = EVERYTHING)
                 [p for p in all_warnings if p.kind == STORAGE.kind and p.name == name],
                 users, cred_ready, ctx.reports.for_storage(namespace, name),
                 gate.report if gate is not None else None, previous=storage.get("status"),
+                credential_pending=cred_pending,
             )
 
         def write(item: tuple[Any, dict]) -> str | None:
@@ -479,7 +499,13 @@ class Coalescer(Generic[S]):
 
     def run(self, namespace: str, scope: S, work: Callable[[str, S], Any],
             claim: Callable[[S], Claim] = _whole_namespace) -> Any:
-        """The last pass's result; None when the request folded into a waiting one."""
+        """Run the pass here: the last pass's result; None when the request folded into a waiting one."""
+        admitted = self.admit(namespace, scope, claim)
+        return None if admitted is None else self.drain(namespace, admitted, work)
+
+    def admit(self, namespace: str, scope: S, claim: Callable[[S], Claim] = _whole_namespace) -> tuple[S, Claim] | None:
+        """Take a lane for `scope` (and any request left waiting by a failed pass): the scope and
+        claim to `drain`, on whatever thread. None: folded into the waiting request."""
         mine = claim(scope)
         with self._guard:
             running = self._running.setdefault(namespace, [])
@@ -493,6 +519,13 @@ class Coalescer(Generic[S]):
                 self._dirty[namespace] = (union, claim(union))
                 return None
             running.append(mine)
+        return scope, mine
+
+    def drain(self, namespace: str, admitted: tuple[S, Claim], work: Callable[[str, S], Any]) -> Any:
+        """Run the admitted pass, then every waiting one it frees; returns the last one's result."""
+        scope, mine = admitted
+        with self._guard:
+            running = self._running[namespace]
         try:
             while True:
                 result = work(namespace, scope)
@@ -509,11 +542,17 @@ class Coalescer(Generic[S]):
                     scope, mine = waiting
                     running.append(mine)
         except BaseException:
-            with self._guard:  # requests folded meanwhile stay for the next pass (the retry's)
-                running.remove(mine)
-                if not running:
-                    del self._running[namespace]
+            self.release(namespace, mine)
             raise
+
+    def release(self, namespace: str, mine: Claim) -> None:
+        """Give back an admitted pass's lane without running it; requests folded meanwhile stay
+        for the next pass (the retry's)."""
+        with self._guard:
+            running = self._running[namespace]
+            running.remove(mine)
+            if not running:
+                del self._running[namespace]
 
 
 COALESCER: Coalescer[Scope] = Coalescer(PASS_LANES)
@@ -522,13 +561,28 @@ _retry_guard = threading.Lock()
 
 
 def request(ctx: Context, namespace: str, scope: Scope = EVERYTHING) -> None:
-    """Reconcile what `scope` concerns in the namespace now (or fold into the pass under way).
-    A failure never propagates to the trigger: a pass whose shared reads failed, or in which a
-    server or object failed transiently, is retried with backoff until it succeeds."""
+    """Reconcile what `scope` concerns in the namespace soon (or fold into the pass waiting) and
+    return at once: the pass runs on the operator's pass executor (`Context.passes`), not on the
+    caller's thread, so kopf's handler threads stay free for the next events (a credential's
+    check must not queue behind passes that wait for it). A failure never propagates to the
+    trigger: a pass whose shared reads failed, or in which a server or object failed
+    transiently, is retried with backoff until it succeeds."""
     if not scope.everything and not (scope.servers or scope.storages or scope.credentials):
         return
-    with PASSES_IN_PROGRESS.track_inprogress():
-        COALESCER.run(namespace, scope, lambda ns, s: _run_pass(ctx, ns, s), lambda s: _claim(ctx, namespace, s))
+    admitted = COALESCER.admit(namespace, scope, lambda s: _claim(ctx, namespace, s))
+    if admitted is not None:
+        try:
+            ctx.passes.submit(_drain, ctx, namespace, admitted)
+        except RuntimeError:  # the executor is shut down: the operator is stopping
+            COALESCER.release(namespace, admitted[1])
+
+
+def _drain(ctx: Context, namespace: str, admitted: tuple[Scope, Claim]) -> None:
+    try:
+        with PASSES_IN_PROGRESS.track_inprogress():
+            COALESCER.drain(namespace, admitted, lambda ns, s: _run_pass(ctx, ns, s))
+    except Exception:  # _run_pass handles its failures; this would be a defect, and must be seen
+        log.exception("passes over %s stopped", namespace)
 
 
 def _claim(ctx: Context, namespace: str, scope: Scope) -> Claim:

@@ -18,7 +18,9 @@ from .storage import DATA_DIR as DATA_DIR
 from .storage import FliptStorageSpec
 
 Generation = Literal["v1", "v2"]
-Severity = Literal["Error", "Warning"]
+# Pending: blocks its server like an Error, but only until work of the operator's own under
+# way finishes (a credential not checked yet): progress to report, not a fault to fix.
+Severity = Literal["Error", "Warning", "Pending"]
 
 # Paths and ports of the Flipt image and the official Helm chart.
 CONFIG_FILE = "/etc/flipt/config/default.yml"
@@ -68,7 +70,7 @@ class OperatorDefaults:
 
 @dataclass(frozen=True)
 class Problem:
-    """Something wrong (Error) or worth knowing (Warning) about one object."""
+    """Something wrong (Error), worth knowing (Warning) or not known yet (Pending) about one object."""
 
     kind: str  # FliptEnvironment, FliptStorage or FliptCredential
     name: str

@@ -43,6 +43,9 @@ EXCLUSIVE_BACKENDS = ("database", "local")
 class CredentialState:
     spec: FliptCredentialSpec
     ready: bool
+    # False until the credential's status speaks of its current generation: just created (or
+    # changed) and not checked yet, which is no reason to call its storage Stalled.
+    checked: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class _Collector:
 
     def warn(self, kind: str, name: str, path: str, reason: str, message: str) -> None:
         self.warnings.append(Problem(kind, name, path, reason, message, "Warning"))
+
+    def pending(self, kind: str, name: str, path: str, reason: str, message: str) -> None:
+        """Blocks the server like an error until the operator's own work under way ends."""
+        self.errors.append(Problem(kind, name, path, reason, message, "Pending"))
 
 
 def plan_servers(
@@ -369,6 +376,11 @@ def _check_storage(
                     STORAGE, sid, "spec.git.credentialRef.name", "CredentialNotFound",
                     f"FliptCredential {cred} (spec.git.credentialRef.name) does not exist in this namespace: "
                     "create it or correct the name.",
+                )
+            elif not credentials[cred].checked:
+                out.pending(
+                    STORAGE, sid, "spec.git.credentialRef.name", "CredentialPending",
+                    f"FliptCredential {cred} has not been checked yet; the server is rendered once it is Ready.",
                 )
             elif not credentials[cred].ready:
                 out.error(
