@@ -28,7 +28,7 @@ PASS_SERVERS = Counter(
 )
 PASSES_IN_PROGRESS = Gauge(
     "flipt_operator_passes_in_progress",
-    "Namespaces whose pass runs (a request during a pass folds into it: one more pass, still in progress).",
+    "Passes admitted and not finished: running, or queued for a pass worker (a request folding into a waiting pass adds none).",
 )
 WATCH_EVENTS = Counter(
     "flipt_operator_watch_events_total",

@@ -571,18 +571,21 @@ def request(ctx: Context, namespace: str, scope: Scope = EVERYTHING) -> None:
         return
     admitted = COALESCER.admit(namespace, scope, lambda s: _claim(ctx, namespace, s))
     if admitted is not None:
+        PASSES_IN_PROGRESS.inc()  # from admission: a pass queued for a worker is in progress too
         try:
             ctx.passes.submit(_drain, ctx, namespace, admitted)
         except RuntimeError:  # the executor is shut down: the operator is stopping
             COALESCER.release(namespace, admitted[1])
+            PASSES_IN_PROGRESS.dec()
 
 
 def _drain(ctx: Context, namespace: str, admitted: tuple[Scope, Claim]) -> None:
     try:
-        with PASSES_IN_PROGRESS.track_inprogress():
-            COALESCER.drain(namespace, admitted, lambda ns, s: _run_pass(ctx, ns, s))
+        COALESCER.drain(namespace, admitted, lambda ns, s: _run_pass(ctx, ns, s))
     except Exception:  # _run_pass handles its failures; this would be a defect, and must be seen
         log.exception("passes over %s stopped", namespace)
+    finally:
+        PASSES_IN_PROGRESS.dec()
 
 
 def _claim(ctx: Context, namespace: str, scope: Scope) -> Claim:
