@@ -27,6 +27,10 @@ benchmarks/memory_trace/sitecustomize.py) and prints where its memory was alloca
 everything Ready and at the restart's peak. It slows the operator and adds memory of its own:
 its timings and VmHWM are not the figures.
 
+The operator runs at its default log level (info), as deployed: `--verbose-operator` adds its
+debug logs (every API request and handler call), which cost a CPU-bound operator real time.
+The script prints the operator's CPU time until all are Ready beside the wall time.
+
 `--operator-path DIR` runs the operator from another checkout's `operator/` directory (a
 baseline of the same run; its metrics may lack the request counter, printed as n/a).
 """
@@ -71,6 +75,12 @@ def namespace_of(i: int) -> str:
 def set_index(name: str) -> int:
     """The set a name belongs to: flags-12, srv-12-config -> 12."""
     return int(name.split("-")[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/<pid>/stat, fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vm_hwm_mb(pid: int, field: str = "VmHWM") -> float:
@@ -397,6 +407,8 @@ def main() -> int:
     parser.add_argument("--operator-path", help="run the operator from this checkout's operator/ directory")
     parser.add_argument("--malloc-arena-max", default="2",
                         help="MALLOC_ARENA_MAX for the operator, as the image sets it ('' to leave unset)")
+    parser.add_argument("--verbose-operator", action="store_true",
+                        help="run the operator with --verbose (debug logs of every request: costs CPU)")
     parser.add_argument("--trace-memory", action="store_true", help="where the operator's memory goes (tracemalloc)")
     args = parser.parse_args()
     if args.namespaces > 1:
@@ -426,7 +438,7 @@ def main() -> int:
         core = client.CoreV1Api(api)
         for ns in (*NAMESPACES, "floor"):
             core.create_namespace({"metadata": {"name": ns}})
-        operator = start_operator(cluster.kubeconfig, work / "operator.log", env=env)
+        operator = start_operator(cluster.kubeconfig, work / "operator.log", env=env, verbose=args.verbose_operator)
         stops.callback(operator.stop)
         idle_hwm = vm_hwm_mb(operator.process.pid)
         if args.trace_memory:
@@ -437,7 +449,7 @@ def main() -> int:
         ready = ReadyCounter(api)
 
         # 1. Ready
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), cpu_seconds(operator.process.pid)
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(lambda i: create_set(api, namespace_of(i), i), range(args.count)))
         created = time.monotonic() - started
@@ -447,12 +459,16 @@ def main() -> int:
                 return 1
             time.sleep(0.5)
         elapsed = time.monotonic() - started
+        operator_cpu = cpu_seconds(operator.process.pid) - cpu_started
         ready.stopped.set()
         passes_to_ready = costs.read()["passes"]
         say(f"sets: {args.count} (Secret, FliptCredential, git FliptStorage, FliptEnvironment with its own server)"
             f" in {len(NAMESPACES)} namespace(s)")
         say(f"time to create them: {created:.1f} s; time until all {args.count} environments Ready: {elapsed:.1f} s"
             f" ({passes_to_ready:.0f} passes by then)")
+        # One interpreter: past ~1 CPU-second per second the operator itself is the bottleneck.
+        say(f"operator CPU until Ready: {operator_cpu:.1f} s user+system in {elapsed:.1f} s "
+            f"({operator_cpu / elapsed:.0%} of one core){'; debug logging on' if args.verbose_operator else ''}")
         say(f"operator VmHWM: {vm_hwm_mb(operator.process.pid):.0f} MB with {4 * args.count} objects "
             f"(+{4 * args.count} children), {idle_hwm:.0f} MB when started in an empty cluster; VmRSS now "
             f"{vm_hwm_mb(operator.process.pid, 'VmRSS'):.0f} MB  (goal < 200 MB at 1,000 sets)")
@@ -541,7 +557,8 @@ def main() -> int:
         # 6. restart
         if args.restart:
             operator.stop()
-            second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env)
+            second = start_operator(cluster.kubeconfig, work / "operator2.log", env=env,
+                                    verbose=args.verbose_operator)
             stops.callback(second.stop)
             if args.trace_memory:
                 second.process.send_signal(signal.SIGUSR2)

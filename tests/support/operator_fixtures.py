@@ -56,13 +56,14 @@ class OperatorProcess:
 
 
 def start_operator(kubeconfig: Path, log_path: Path, *, extra_args: tuple[str, ...] = (),
-                   env: dict[str, str] | None = None) -> OperatorProcess:
+                   env: dict[str, str] | None = None, verbose: bool = True) -> OperatorProcess:
+    """`verbose`: debug logs, which tests wait on (a benchmark measures without them)."""
     metrics_port, liveness_port = free_port(), free_port()
     args = [
         sys.executable, "-m", "flipt_operator", "run",
         "--metrics-port", str(metrics_port),
         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
-        "--verbose", *extra_args,
+        *(["--verbose"] if verbose else []), *extra_args,
     ]
     log = open(log_path, "ab")
     process = subprocess.Popen(

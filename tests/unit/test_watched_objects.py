@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from flipt_operator.handlers.servers import Scope, widen
-from flipt_operator.handlers.watched import WatchedObjects
+from flipt_operator.handlers.watched import SecretKeys, WatchedObjects
 
 
 def _obj(kind: str, name: str, version: int, spec: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -122,3 +122,24 @@ def test_a_scope_widens_to_every_server_sharing_a_storage_with_it():
     assert widen(ctx, "ns", Scope.of(storages=["alone"])) == ({"s3"}, {"alone"})
     # A storage nobody uses (or that does not exist) concerns no server, only its own status.
     assert widen(ctx, "ns", Scope.of(storages=["unused"])) == (set(), {"unused"})
+
+
+def _secret(name: str, version: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {"kind": "Secret", "metadata": {"namespace": "ns", "name": name, "resourceVersion": str(version)},
+            "data": {k: "c2VjcmV0" for k in keys}}
+
+
+def test_secret_key_names_follow_the_watch_and_a_stale_read_never_wins():
+    secrets = SecretKeys()
+    assert secrets.lookup("ns", ["s"]) == ({}, {"s"}) and not secrets.follows("ns", "s")
+    secrets.store("ns", {"s": (["token"], "5")})  # a pass read it: followed from now on
+    assert secrets.follows("ns", "s") and secrets.lookup("ns", ["s"]) == ({"s": (["token"], "5")}, set())
+    secrets.observe(_event(_secret("s", 7, ("password", "username"))))  # rotated
+    secrets.store("ns", {"s": (["token"], "6")})  # a read that started before the rotation
+    assert secrets.lookup("ns", ["s"])[0] == {"s": (["password", "username"], "7")}
+    secrets.observe(_event(_secret("s", 8, ("password",)), "DELETED"))
+    secrets.store("ns", {"s": (["password"], "7")})  # a read from before the deletion
+    assert secrets.lookup("ns", ["s"]) == ({}, {"s"})  # read again: it may have been recreated
+    secrets.observe(_event(_secret("s", 9, ("token",)), None))  # recreated, seen in a listing
+    assert secrets.lookup("ns", ["s"])[0] == {"s": (["token"], "9")}
+    assert "c2VjcmV0" not in repr(secrets._known)  # key names and versions only, never a value

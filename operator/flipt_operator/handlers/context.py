@@ -16,7 +16,7 @@ from ..clients.kube import APPLIED_HASH_ANNOTATION, Kube, api_error_text
 from ..models.plan import OperatorDefaults
 from ..models.sync import StorageSyncState
 from ..rules.peering import yields_to_a_peer
-from .watched import WatchedObjects
+from .watched import SecretKeys, WatchedObjects
 
 log = logging.getLogger(__name__)
 # Namespace passes running at once over all namespaces (each also writes through `pool`).
@@ -249,6 +249,7 @@ class Context:
     seen: Fingerprints = field(default_factory=lambda: Fingerprints())
     listed: ListedVersions = field(default_factory=lambda: ListedVersions())
     objects: WatchedObjects = field(default_factory=lambda: WatchedObjects())  # what the passes read
+    secrets: SecretKeys = field(default_factory=lambda: SecretKeys())  # key names the passes read
     peering: Peering | None = None  # set when several replicas take turns
     # keys are "<namespace>" or "<namespace>/<name>": the namespace decides the standby check
     retries: Retries = field(init=False)

@@ -43,7 +43,7 @@ from .database import DatabaseGate, database_gate
 from .deadline import PASS_CLOCK
 from .metrics import API_WRITES, PASS_SERVERS, PASSES_IN_PROGRESS, RECONCILE_SECONDS, RECONCILES
 from .reporting import write_status
-from .watched import environment_server, environment_storage, storage_credential
+from .watched import SecretKeyNames, environment_server, environment_storage, storage_credential
 
 log = logging.getLogger(__name__)
 MANAGED_BY = f"app.kubernetes.io/managed-by={MANAGED_BY_VALUE}"
@@ -149,7 +149,7 @@ class Snapshot:
         for kind, items in ((ENVIRONMENT, environments), (STORAGE, storages), (CREDENTIAL, credentials)):
             ctx.objects.load(namespace, kind.kind, items)
         ctx.objects.mark_primed(namespace)
-        return cls(environments, storages, credentials, _secret_keys(kube, namespace, storages, credentials),
+        return cls(environments, storages, credentials, _secret_keys(ctx, namespace, storages, credentials, fresh=True),
                    kube, namespace, _children_metadata(kube, namespace, MANAGED_BY))
 
     @classmethod
@@ -162,7 +162,7 @@ class Snapshot:
         credentials = _cached_or_read(ctx, CREDENTIAL, namespace, credential_names)
         listed = _children_metadata(ctx.kube, namespace, MANAGED_BY) if len(servers) > LIST_METADATA_ABOVE else None
         return cls(environments, storage_objects, credentials,
-                   _secret_keys(ctx.kube, namespace, storage_objects, credentials), ctx.kube, namespace, listed)
+                   _secret_keys(ctx, namespace, storage_objects, credentials), ctx.kube, namespace, listed)
 
     def child(self, kind: str, name: str, applied: str | None = None) -> dict | None:
         """The live child, or None. With `listed`: None without a read when it does not exist,
@@ -187,9 +187,16 @@ def _cached_or_read(ctx: Context, kind: KindInfo, namespace: str, names: set[str
     return sorted(found + read, key=lambda o: o["metadata"]["name"])
 
 
-def _secret_keys(kube: Kube, namespace: str, storages: list[dict], credentials: list[dict]) -> dict[str, tuple[list[str], str]]:
-    # Only the Secrets these objects name, each by name: the rules need their key names.
-    return kube.secret_keys(namespace, referenced_secret_names(storages, credentials))
+def _secret_keys(ctx: Context, namespace: str, storages: list[dict], credentials: list[dict],
+                 fresh: bool = False) -> dict[str, SecretKeyNames]:
+    """The key names of the Secrets these objects name (the rules check them; the resourceVersion
+    goes into the config hash). From the watch-fed `SecretKeys` where known; a full pass
+    (`fresh`) reads every one from the API, by name, as the resync of what a watch may miss."""
+    names = referenced_secret_names(storages, credentials)
+    known, missing = ({}, set(names)) if fresh else ctx.secrets.lookup(namespace, names)
+    read = ctx.kube.secret_keys(namespace, missing) if missing else {}
+    ctx.secrets.store(namespace, read)
+    return known | read
 
 
 def _children_metadata(kube: Kube, namespace: str, selector: str) -> dict[str, dict[str, dict]]:

@@ -241,3 +241,55 @@ class WatchedObjects:
             if ns is None:
                 return set()
             return {name for name, body in ns.objects[STORAGE.kind].items() if (body.get("spec") or {}).get(key)}
+
+
+SecretKeyNames = tuple[list[str], str]  # (key names, resourceVersion): never a value
+
+
+class SecretKeys:
+    """The key names and resourceVersion of the Secrets a pass has needed, as the Secret watch
+    and the passes' own reads last saw them (never their values): a scoped pass reads a Secret
+    from the API only when it is not here. Newer resourceVersions win, and a deletion leaves a
+    tombstone, so a read that started before a deletion cannot bring the Secret back. A Secret
+    is followed from its first read on (`follows`), whether or not something still names it."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], tuple[SecretKeyNames | None, int]] = {}  # None: deleted
+        self._guard = threading.Lock()
+
+    def follows(self, namespace: str, name: str) -> bool:
+        with self._guard:
+            return (namespace, name) in self._known
+
+    def observe(self, event: Mapping[str, Any]) -> None:
+        """A watch event (or listing) of a Secret: keep its key names, or its deletion."""
+        body = event.get("object") or {}
+        meta = body.get("metadata") or {}
+        entry = None if event.get("type") == "DELETED" else (
+            sorted((body.get("data") or {}).keys()), str(meta.get("resourceVersion", "")))
+        self._put(meta.get("namespace", ""), meta.get("name", ""), entry, _version(body))
+
+    def store(self, namespace: str, found: Mapping[str, SecretKeyNames]) -> None:
+        """What a pass read from the API (Secrets it did not find are simply not stored)."""
+        for name, (keys, version) in found.items():
+            self._put(namespace, name, (keys, version), _version({"metadata": {"resourceVersion": version}}))
+
+    def _put(self, namespace: str, name: str, entry: SecretKeyNames | None, version: int) -> None:
+        with self._guard:
+            known = self._known.get((namespace, name))
+            if known is None or version == 0 or version >= known[1]:
+                self._known[(namespace, name)] = (entry, version)
+
+    def lookup(self, namespace: str, names: Iterable[str]) -> tuple[dict[str, SecretKeyNames], set[str]]:
+        """(what is known of `names`, the names to read from the API). A deleted Secret is read
+        again: recreated, its watch event may not have arrived yet."""
+        hits: dict[str, SecretKeyNames] = {}
+        misses: set[str] = set()
+        with self._guard:
+            for name in names:
+                known = self._known.get((namespace, name))
+                if known is not None and known[0] is not None:
+                    hits[name] = known[0]
+                else:
+                    misses.add(name)
+        return hits, misses
