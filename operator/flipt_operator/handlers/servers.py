@@ -8,7 +8,8 @@ everything that shares a storage with it, reads the objects from the watch-fed c
 (`watched.WatchedObjects`) and the children by name, so one change costs what it touches, not
 the namespace. A full pass (LIST everything, plan every server, delete orphans) runs at start,
 periodically (`RESYNC_SECONDS`) and whenever the cache has not been loaded for the namespace.
-Requests during a pass fold into one more pass over the union of their scopes.
+Requests during a pass fold into one more pass over the union of their scopes. Passes run on
+the operator's own pass workers (`Context.passes`), never on the thread of the trigger.
 """
 
 from __future__ import annotations
