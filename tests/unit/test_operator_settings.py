@@ -16,9 +16,10 @@ def test_our_children_are_selected_by_label_on_the_server():
     selectors = settings.watching.label_selectors
     assert selectors.collect(Resource("apps", "v1", "deployments")) == [MANAGED]
     assert selectors.collect(Resource("batch", "v1", "jobs")) == [MANAGED]
-    # The users' objects carry no label of ours: filtered by name in the operator instead.
-    for resource in (Resource("", "v1", "secrets"), Resource("", "v1", "configmaps"),
-                     Resource("flipt.io", "v1alpha1", "fliptenvironments")):
+    # The users' objects carry no label of ours: filtered by name in the operator instead; of
+    # the ConfigMaps, our servers' own are left out on the server side.
+    assert selectors.collect(Resource("", "v1", "configmaps")) == [MANAGED.replace("=", "!=")]
+    for resource in (Resource("", "v1", "secrets"), Resource("flipt.io", "v1alpha1", "fliptenvironments")):
         assert selectors.collect(resource) == []
 
 

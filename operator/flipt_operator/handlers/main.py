@@ -24,6 +24,8 @@ from .context import Context, Peering, operator_defaults
 from .deadline import DEFAULT_PASS_DEADLINE, PASS_CLOCK
 from .servers import MANAGED_BY as MANAGED_BY_SELECTOR
 
+NOT_MANAGED_BY_SELECTOR = MANAGED_BY_SELECTOR.replace("=", "!=", 1)
+
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"
 # Set by main(): with a fixed list of namespaces, kopf needs no cluster-scoped reads.
@@ -65,6 +67,9 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     # handler's `labels=` filters only after the whole stream has arrived).
     for group, plural in (("apps", "deployments"), ("batch", "jobs")):
         settings.watching.label_selectors[group, "v1", plural] = MANAGED_BY_SELECTOR
+    # ConfigMaps matter only as the users' import documents: our servers' own configuration
+    # (one per server, written by every pass that changes it) need not stream back to us.
+    settings.watching.label_selectors["", "v1", "configmaps"] = NOT_MANAGED_BY_SELECTOR
     # Fixed namespaces: no namespace/CRD watches, so namespaced RBAC (Roles only) suffices.
     settings.scanning.disabled = _FIXED_NAMESPACES
 
