@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flipt_operator.handlers.context import Backoff, Fingerprints, ListedVersions, SyncReports
+from flipt_operator.handlers.context import Backoff, Fingerprints, KeyedWork, ListedVersions, SyncReports
 from flipt_operator.handlers.servers import EVERYTHING, Coalescer, Scope
 from flipt_operator.models.sync import StorageSyncState
 
@@ -182,6 +182,33 @@ def test_an_admitted_pass_drains_on_another_thread_and_the_requester_returns_at_
     assert admitted is not None
     coalescer.release("ns", admitted[1])
     assert coalescer.admit("ns", Scope.of(servers=["d"]), _by_servers) is not None
+
+
+def test_keyed_work_queues_one_run_per_key_and_one_more_while_it_runs():
+    work = KeyedWork(1, "test-check")
+    blocker_started, release_blocker = threading.Event(), threading.Event()
+    inside, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def hold() -> None:  # occupies the one worker so that the next submissions wait
+        blocker_started.set()
+        assert release_blocker.wait(5)
+
+    def check(name: str) -> None:
+        runs.append(name)
+        if len(runs) == 1:
+            inside.set()
+            assert release.wait(5)
+
+    assert work.submit("blocker", hold) and blocker_started.wait(5)
+    assert work.submit("ns/a", check, "a")
+    assert not work.submit("ns/a", check, "a")  # waits already: it will see the change
+    release_blocker.set()
+    assert inside.wait(5)
+    assert work.submit("ns/a", check, "a")  # runs now: one more after it
+    release.set()
+    work._pool.shutdown(wait=True)  # lets what is queued finish (`shutdown` drops it)
+    assert runs == ["a", "a"]
 
 
 # -- Fingerprints ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .watched import SecretKeys, WatchedObjects
 log = logging.getLogger(__name__)
 # Namespace passes running at once over all namespaces (each also writes through `pool`).
 PASS_WORKERS = int(os.environ.get("FLIPT_OPERATOR_PASS_WORKERS", "4"))
+CHECK_WORKERS = int(os.environ.get("FLIPT_OPERATOR_CHECK_WORKERS", "4"))
 
 
 def operator_defaults(native_sidecar: bool) -> OperatorDefaults:
@@ -232,6 +233,43 @@ class Retries:
         work(*args)
 
 
+class KeyedWork:
+    """Work per key on a bounded pool of threads, at most one queued per key: asking again while
+    it waits adds nothing (it has not started, so it will see the change); asking while it runs
+    queues one more. Handlers hand work here and return, so kopf's handler threads (and the
+    bodies of the events queued for them) are not held by API calls."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self._queued: set[str] = set()
+        self._guard = threading.Lock()
+
+    def submit(self, key: str, work: Any, *args: Any) -> bool:
+        """False when the same key already waits (or the pool is shut down)."""
+        with self._guard:
+            if key in self._queued:
+                return False
+            self._queued.add(key)
+        try:
+            self._pool.submit(self._run, key, work, args)
+        except RuntimeError:  # shut down: the operator is stopping
+            with self._guard:
+                self._queued.discard(key)
+            return False
+        return True
+
+    def _run(self, key: str, work: Any, args: tuple[Any, ...]) -> None:
+        with self._guard:
+            self._queued.discard(key)  # from here on, a new request queues another run
+        try:
+            work(*args)
+        except Exception:  # the work handles its failures; this would be a defect, and must be seen
+            log.exception("work for %s failed", key)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class Context:
     kube: Kube
@@ -243,6 +281,9 @@ class Context:
     # all namespaces (a pass admitted while all are busy queues here, holding its lane).
     passes: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="namespace-pass"))
+    # Credential checks (a GET of the credential and its Secret, a status write), off kopf's
+    # threads and apart from the passes, which wait for them.
+    checks: KeyedWork = field(default_factory=lambda: KeyedWork(CHECK_WORKERS, "credential-check"))
     # Writes of one pass run side by side (servers are independent; so are statuses).
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="pass"))
     backoff: Backoff = field(default_factory=lambda: Backoff())  # how long Retries waits, per key

@@ -74,6 +74,11 @@ def credential_event(event: kopf.RawEvent, namespace: str, name: str, memo: kopf
 
 
 def recheck(ctx: Context, namespace: str, name: str) -> None:
+    """Validate one credential soon, on the check workers (`Context.checks`), and return."""
+    ctx.checks.submit(f"{namespace}/{name}", check, ctx, namespace, name)
+
+
+def check(ctx: Context, namespace: str, name: str) -> None:
     """Validate one credential; when its status changed, re-plan the servers using it (storages
     and servers read its readiness). A failure is retried with backoff, never dropped."""
     try:

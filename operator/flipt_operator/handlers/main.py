@@ -105,6 +105,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     if getattr(memo, "servers", None) is not None:  # queued passes are dropped; a running one ends
         memo.servers.passes.shutdown(wait=False, cancel_futures=True)
+        memo.servers.checks.shutdown()
 
 
 # A failing probe fails at once (PERMANENT): retried inside kopf, the probe request would hang
