@@ -23,8 +23,7 @@ from . import credential, database_triggers, environment, kopf_namespaces, secre
 from .context import Context, Peering, operator_defaults
 from .deadline import DEFAULT_PASS_DEADLINE, PASS_CLOCK
 from .servers import MANAGED_BY as MANAGED_BY_SELECTOR
-
-NOT_MANAGED_BY_SELECTOR = MANAGED_BY_SELECTOR.replace("=", "!=", 1)
+from .servers import NOT_MANAGED_BY as NOT_MANAGED_BY_SELECTOR
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 ANNOTATION_PREFIX = f"operator.{GROUP}"

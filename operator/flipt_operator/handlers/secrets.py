@@ -36,9 +36,10 @@ def secret_event(
     **_: Any,
 ) -> None:
     key = (namespace, name)
-    if memo.servers.secrets.follows(namespace, name) or key in credentials_by_secret or key in storages_by_secret:
+    named = key in credentials_by_secret or key in storages_by_secret
+    if named or memo.servers.secrets.follows(namespace, name):
         memo.servers.secrets.observe(event)  # before any pass this event asks for reads it
-    if key not in credentials_by_secret and key not in storages_by_secret:
+    if not named:
         if event.get("type") is not None:  # a (re-)listing is not a decision worth counting
             WATCH_EVENTS.labels("Secret", "ignored").inc()
         return

@@ -48,6 +48,7 @@ from .watched import SecretKeyNames, environment_server, environment_storage, st
 
 log = logging.getLogger(__name__)
 MANAGED_BY = f"app.kubernetes.io/managed-by={MANAGED_BY_VALUE}"
+NOT_MANAGED_BY = f"app.kubernetes.io/managed-by!={MANAGED_BY_VALUE}"  # everything but our children
 CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount")
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 # A pass over more servers than this lists the children's metadata first (4 requests) rather
